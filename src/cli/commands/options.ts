@@ -1,0 +1,10 @@
+import { InvalidArgumentError } from "commander";
+
+/** Parses a positive integer option, refusing anything else as a usage error. */
+export function parseIntOption(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) {
+    throw new InvalidArgumentError(`expected a positive integer, got "${value}"`);
+  }
+  return n;
+}

@@ -1,0 +1,118 @@
+import { newId } from "../model/ids.js";
+import type { WorkerRecord } from "../model/records.js";
+import { type Logger, silentLogger } from "../observe/logger.js";
+import type { FailurePlanner, Store, SweptTask } from "../store/store.js";
+import { type Clock, systemClock, type TimerHandle } from "./clock.js";
+import { createPlanner } from "./planner.js";
+
+/** Options of a {@link Monitor}. Durations in milliseconds. */
+export interface MonitorOptions {
+  store: Store;
+  /** How often to sweep (default 1000). */
+  sweepMs?: number;
+  /** A worker silent this long is `unresponsive` (default 30 000). */
+  unresponsiveMs?: number;
+  /** A worker silent this long is presumed `shutdown` (default 180 000). */
+  shutdownMs?: number;
+  id?: string;
+  clock?: Clock;
+  logger?: Logger;
+  planner?: FailurePlanner;
+  /** Called after each sweep that changed something (for progress displays and tests). */
+  onSweep?: (result: SweepResult) => void;
+}
+
+/** What one sweep did. */
+export interface SweepResult {
+  requeued: SweptTask[];
+  workers: WorkerRecord[];
+}
+
+/** Name of the leadership lease that makes exactly one monitor act at a time. */
+export const MONITOR_LEADERSHIP = "monitor";
+
+/**
+ * The lease reaper and worker-health watcher. Any number may run; one at a time holds the
+ * leadership lease and acts, and another takes over within a few sweeps if its process dies.
+ */
+export class Monitor {
+  readonly id: string;
+  private readonly store: Store;
+  private readonly sweepMs: number;
+  private readonly unresponsiveMs: number;
+  private readonly shutdownMs: number;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly planner: FailurePlanner;
+  private readonly onSweep: MonitorOptions["onSweep"];
+  private timer: TimerHandle | null = null;
+  private stopped = true;
+  private leading = false;
+  private ticking: Promise<void> | null = null;
+
+  constructor(options: MonitorOptions) {
+    this.store = options.store;
+    this.clock = options.clock ?? systemClock;
+    this.sweepMs = options.sweepMs ?? 1000;
+    this.unresponsiveMs = options.unresponsiveMs ?? 30_000;
+    this.shutdownMs = options.shutdownMs ?? 180_000;
+    this.id = options.id ?? newId("m", this.clock.now());
+    this.log = (options.logger ?? silentLogger).child({ monitor: this.id });
+    this.planner = options.planner ?? createPlanner();
+    this.onSweep = options.onSweep;
+  }
+
+  /** True while this monitor holds the leadership lease. */
+  get isLeader(): boolean {
+    return this.leading;
+  }
+
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.schedule(0);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) this.clock.clearTimeout(this.timer);
+    await this.ticking;
+    if (this.leading) await this.store.releaseLeadership(MONITOR_LEADERSHIP, this.id);
+    this.leading = false;
+  }
+
+  private schedule(ms: number): void {
+    this.timer = this.clock.setTimeout(() => {
+      this.ticking = this.tick()
+        .then(() => undefined)
+        .catch((err) => this.log.error("monitor sweep failed", { err: String(err) }))
+        .finally(() => {
+          this.ticking = null;
+          if (!this.stopped) this.schedule(this.sweepMs);
+        });
+    }, ms);
+  }
+
+  /** One sweep: take or keep leadership; if leading, requeue expired leases and mark workers. */
+  async tick(): Promise<SweepResult | null> {
+    // The lease outlives three sweeps, so a live leader never loses it between ticks.
+    this.leading = await this.store.acquireLeadership(
+      MONITOR_LEADERSHIP,
+      this.id,
+      this.sweepMs * 3,
+    );
+    if (!this.leading) return null;
+    const requeued = await this.store.sweepExpiredLeases(this.planner);
+    const workers = await this.store.markSilentWorkers(this.unresponsiveMs, this.shutdownMs);
+    const result = { requeued, workers };
+    for (const t of requeued) {
+      this.log.warn("lease expired", {
+        task: t.taskId,
+        worker: t.workerId,
+        action: t.decision.action,
+      });
+    }
+    if (requeued.length > 0 || workers.length > 0) this.onSweep?.(result);
+    return result;
+  }
+}

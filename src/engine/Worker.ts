@@ -1,0 +1,350 @@
+import { hostname } from "node:os";
+import { MendError } from "../errors.js";
+import type { Failure } from "../model/failure.js";
+import {
+  type HandlerMap,
+  handlerNames,
+  resolveHandler,
+  type TaskContext,
+} from "../model/handler.js";
+import { newId } from "../model/ids.js";
+import type { TaskRecord } from "../model/records.js";
+import { type Logger, silentLogger } from "../observe/logger.js";
+import { type ClassifierRule, classifyError } from "../recovery/classify.js";
+import type { FailurePlanner, Outcome, Store } from "../store/store.js";
+import { type Clock, systemClock, type TimerHandle } from "./clock.js";
+import { createPlanner } from "./planner.js";
+
+/** Options of a {@link Worker}. Durations in milliseconds. */
+export interface WorkerOptions {
+  store: Store;
+  handlers: HandlerMap;
+  /** Tasks run at once (default 10). */
+  concurrency?: number;
+  /** Heartbeat interval (default 1000). */
+  heartbeatMs?: number;
+  /** A lease lasts this long past the last heartbeat (default 5000). */
+  leaseMs?: number;
+  /** Poll interval while idle, in case a wake-up is missed (default 250). */
+  pollMs?: number;
+  /** Most tasks settled and claimed in one transaction (default 100). */
+  batchSize?: number;
+  /** Default id: `w_…`. */
+  id?: string;
+  clock?: Clock;
+  logger?: Logger;
+  planner?: FailurePlanner;
+}
+
+interface Running {
+  task: TaskRecord;
+  controller: AbortController;
+  timer: TimerHandle;
+}
+
+/** Why a handler's signal was aborted. */
+export class LeaseLostError extends Error {
+  override readonly name = "LeaseLostError";
+}
+
+/** The error a handler's signal carries when its task's timeout passes. */
+class TaskTimeoutError extends Error {
+  override readonly name = "TimeoutError";
+}
+
+/**
+ * Claims ready tasks under leases and runs their handlers. Finished tasks are settled and new
+ * ones claimed in one store round trip, so a busy worker commits many tasks per transaction.
+ */
+export class Worker {
+  readonly id: string;
+  private readonly store: Store;
+  private readonly handlers: HandlerMap;
+  private readonly handlerList: string[];
+  private readonly concurrency: number;
+  private readonly heartbeatMs: number;
+  private readonly leaseMs: number;
+  private readonly pollMs: number;
+  private readonly batchSize: number;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly planner: FailurePlanner;
+
+  private readonly running = new Map<string, Running>();
+  private outbox: Outcome[] = [];
+  private pumping = false;
+  private pumpAgain = false;
+  private pumpScheduled = false;
+  private stopping = false;
+  private started = false;
+  private heartbeatTimer: TimerHandle | null = null;
+  private pollTimer: TimerHandle | null = null;
+  private unsubscribeWake: (() => void) | null = null;
+  private drained: (() => void) | null = null;
+  /** Called when the last running task finishes during a graceful stop. */
+  private onIdle: (() => void) | null = null;
+  private fatal: ((err: unknown) => void) | null = null;
+  /** Settles when the worker has stopped (or failed for good). */
+  readonly done: Promise<void>;
+
+  constructor(options: WorkerOptions) {
+    this.clock = options.clock ?? systemClock;
+    this.store = options.store;
+    this.handlers = options.handlers;
+    this.handlerList = handlerNames(options.handlers);
+    if (this.handlerList.length === 0) {
+      throw new MendError("invalid_argument", "a worker needs at least one handler");
+    }
+    this.concurrency = positive("concurrency", options.concurrency ?? 10);
+    this.heartbeatMs = positive("heartbeatMs", options.heartbeatMs ?? 1000);
+    this.leaseMs = positive("leaseMs", options.leaseMs ?? 5000);
+    this.pollMs = positive("pollMs", options.pollMs ?? 250);
+    this.batchSize = positive("batchSize", options.batchSize ?? 100);
+    this.id = options.id ?? newId("w", this.clock.now());
+    this.log = (options.logger ?? silentLogger).child({ worker: this.id });
+    this.planner = options.planner ?? createPlanner();
+    this.done = new Promise<void>((resolve, reject) => {
+      this.drained = resolve;
+      this.fatal = reject;
+    });
+  }
+
+  /** Tasks this worker is running now. */
+  get inFlight(): number {
+    return this.running.size;
+  }
+
+  /** Registers the worker and starts claiming. */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    await this.store.registerWorker({
+      id: this.id,
+      host: hostname(),
+      pid: process.pid,
+      concurrency: this.concurrency,
+      handlers: this.handlerList,
+    });
+    this.unsubscribeWake = this.store.onWake(() => this.schedulePump());
+    this.scheduleHeartbeat();
+    this.schedulePump();
+  }
+
+  /**
+   * Graceful shutdown: stops claiming, lets running tasks finish for up to `graceMs`, then
+   * aborts and releases the rest so another worker takes them at once.
+   */
+  async stop(graceMs = 30_000): Promise<void> {
+    if (this.stopping) return this.done;
+    this.stopping = true;
+    this.unsubscribeWake?.();
+    if (this.pollTimer) this.clock.clearTimeout(this.pollTimer);
+    if (this.running.size > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = this.clock.setTimeout(resolve, graceMs);
+        this.onIdle = () => {
+          this.clock.clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.onIdle = null;
+    }
+    for (const r of this.running.values()) {
+      r.controller.abort(new LeaseLostError("worker shutting down: task released"));
+      this.clock.clearTimeout(r.timer);
+      this.outbox.push({
+        kind: "release",
+        taskId: r.task.id,
+        token: r.task.leaseToken!,
+        reason: "worker shutting down",
+      });
+    }
+    this.running.clear();
+    while (this.pumping) await new Promise((r) => setImmediate(r));
+    await this.pump();
+    if (this.heartbeatTimer) this.clock.clearTimeout(this.heartbeatTimer);
+    await this.store.stopWorker(this.id);
+    this.drained?.();
+    return this.done;
+  }
+
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump().catch((err) => this.fail(err));
+    });
+  }
+
+  /** One exchange at a time; calls arriving meanwhile are folded into the next one. */
+  private async pump(): Promise<void> {
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = true;
+    try {
+      do {
+        this.pumpAgain = false;
+        const outcomes = this.outbox.splice(0, this.batchSize);
+        const free = this.stopping ? 0 : this.concurrency - this.running.size;
+        const want = Math.min(free, this.batchSize);
+        if (outcomes.length === 0 && want === 0) break;
+        const { settled, claimed } = await this.store.exchange({
+          workerId: this.id,
+          outcomes,
+          claim: want,
+          leaseMs: this.leaseMs,
+          handlers: this.handlerList,
+          planner: this.planner,
+        });
+        for (const s of settled) {
+          if (!s.applied) this.log.warn("outcome refused", { task: s.taskId, reason: s.reason });
+        }
+        for (const task of claimed) this.execute(task);
+        if (this.outbox.length > 0 || (want > 0 && claimed.length === want)) this.pumpAgain = true;
+        if (!this.stopping && want > 0 && claimed.length < want) this.schedulePoll();
+      } while (this.pumpAgain);
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private schedulePoll(): void {
+    if (this.pollTimer) this.clock.clearTimeout(this.pollTimer);
+    this.pollTimer = this.clock.setTimeout(() => {
+      this.pollTimer = null;
+      this.schedulePump();
+    }, this.pollMs);
+  }
+
+  private scheduleHeartbeat(): void {
+    this.heartbeatTimer = this.clock.setTimeout(() => {
+      this.beat()
+        .catch((err) => this.log.error("heartbeat failed", { err: String(err) }))
+        .finally(() => {
+          if (!this.stopping || this.running.size > 0) this.scheduleHeartbeat();
+        });
+    }, this.heartbeatMs);
+  }
+
+  private async beat(): Promise<void> {
+    const leases = [...this.running.values()].map((r) => ({
+      taskId: r.task.id,
+      token: r.task.leaseToken!,
+    }));
+    const { lost } = await this.store.heartbeat(
+      this.id,
+      this.running.size > 0 ? "busy" : "idle",
+      leases,
+      this.leaseMs,
+    );
+    for (const id of lost) {
+      const r = this.running.get(id);
+      if (!r) continue;
+      this.log.warn("lease lost; aborting task", { task: id });
+      this.running.delete(id);
+      this.clock.clearTimeout(r.timer);
+      r.controller.abort(new LeaseLostError(`lease on ${id} lost: another owner may run it`));
+    }
+    if (lost.length > 0) this.schedulePump();
+    if (this.running.size === 0) this.onIdle?.();
+  }
+
+  private execute(task: TaskRecord): void {
+    const controller = new AbortController();
+    const timer = this.clock.setTimeout(
+      () => controller.abort(new TaskTimeoutError(`task timed out after ${task.timeoutMs} ms`)),
+      task.timeoutMs,
+    );
+    this.running.set(task.id, { task, controller, timer });
+    this.runHandler(task, controller.signal).then(
+      (outcome) => this.finish(task, controller, outcome),
+      (err) => this.fail(err),
+    );
+  }
+
+  private async runHandler(task: TaskRecord, signal: AbortSignal): Promise<Outcome> {
+    const token = task.leaseToken!;
+    const def = resolveHandler(this.handlers, task.handler);
+    const ctx: TaskContext = {
+      input: task.input,
+      attempt: task.attempts,
+      signal,
+      idempotencyKey: task.idempotencyKey,
+      taskId: task.id,
+      workstreamId: task.workstreamId,
+      log: this.log.child({ task: task.id, attempt: task.attempts }),
+      heartbeat: () => this.schedulePump(),
+    };
+    try {
+      const output = await raceAbort(
+        Promise.resolve().then(() => def.run(ctx)),
+        signal,
+      );
+      if (output !== undefined) JSON.stringify(output);
+      return { kind: "complete", taskId: task.id, token, output: output ?? null };
+    } catch (err) {
+      const reason = signal.aborted ? signal.reason : err;
+      return {
+        kind: "fail",
+        taskId: task.id,
+        token,
+        failure: this.classify(reason, def.classify),
+      };
+    }
+  }
+
+  private classify(err: unknown, rules: ClassifierRule[] | undefined): Failure {
+    return classifyError(err, { rules, now: this.clock.now() });
+  }
+
+  private finish(task: TaskRecord, controller: AbortController, outcome: Outcome): void {
+    const r = this.running.get(task.id);
+    // A task whose lease was lost was already dropped: its outcome would only be refused.
+    if (!r || r.controller !== controller) return;
+    this.running.delete(task.id);
+    this.clock.clearTimeout(r.timer);
+    this.outbox.push(outcome);
+    this.schedulePump();
+    if (this.running.size === 0) this.onIdle?.();
+  }
+
+  private fail(err: unknown): void {
+    this.log.error("worker failed", { err: String(err) });
+    this.stopping = true;
+    if (this.heartbeatTimer) this.clock.clearTimeout(this.heartbeatTimer);
+    if (this.pollTimer) this.clock.clearTimeout(this.pollTimer);
+    this.unsubscribeWake?.();
+    this.fatal?.(err);
+  }
+}
+
+function positive(name: string, value: number): number {
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new MendError("invalid_argument", `${name} must be a positive number, got ${value}`, {
+      [name]: value,
+    });
+  }
+  return value;
+}
+
+/** Settles with the promise, or rejects with the signal's reason once it aborts. */
+function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
+}

@@ -1,0 +1,221 @@
+/**
+ * Loading what a user points the CLI at: a workstream definition file (YAML or JSON), and a
+ * module of handlers.
+ */
+import { readFile, stat } from "node:fs/promises";
+import { extname, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { parse as parseYaml, YAMLParseError } from "yaml";
+import { MendError } from "../errors.js";
+import type { HandlerMap } from "./handler.js";
+
+/**
+ * Reads and parses a definition file: `.json` as JSON, `.yaml`/`.yml` as YAML, anything else as
+ * JSON if it parses, else YAML. Returns the raw value, for `validateDefinition`.
+ *
+ * @throws MendError `not_found` when the file does not exist; `invalid_definition` when it does
+ *   not parse, with the line and column.
+ */
+export async function loadDefinitionFile(path: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (err) {
+    if (errorCode(err) === "ENOENT") {
+      throw new MendError("not_found", `definition file not found: ${path}`, { path });
+    }
+    throw new MendError(
+      "invalid_argument",
+      `cannot read ${path}: ${messageOf(err)}`,
+      { path },
+      {
+        cause: err,
+      },
+    );
+  }
+  const ext = extname(path).toLowerCase();
+  if (ext === ".json") return parseJson(text, path);
+  if (ext === ".yaml" || ext === ".yml") return parseYamlText(text, path);
+  try {
+    return JSON.parse(text);
+  } catch {
+    return parseYamlText(text, path);
+  }
+}
+
+function parseJson(text: string, path: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    // V8 gives a position for some errors only, and never a line: find the spot ourselves.
+    const reason = messageOf(err)
+      .replace(/ in JSON at position \d+.*$/s, "")
+      .replace(/, ".*" is not valid JSON$/s, "");
+    throw parseError(path, reason, text, jsonErrorOffset(text), err);
+  }
+}
+
+function parseYamlText(text: string, path: string): unknown {
+  try {
+    return parseYaml(text, { prettyErrors: false });
+  } catch (err) {
+    if (!(err instanceof YAMLParseError)) throw err;
+    throw parseError(path, err.message, text, err.pos[0], err);
+  }
+}
+
+function parseError(
+  path: string,
+  reason: string,
+  text: string,
+  offset: number,
+  cause: unknown,
+): MendError {
+  const { line, column } = lineColumn(text, offset);
+  return new MendError(
+    "invalid_definition",
+    `cannot parse ${path}: ${reason} at line ${line}, column ${column}`,
+    { path, line, column },
+    { cause },
+  );
+}
+
+function lineColumn(text: string, offset: number): { line: number; column: number } {
+  const before = text.slice(0, offset);
+  const lineStart = before.lastIndexOf("\n") + 1;
+  return { line: before.split("\n").length, column: offset - lineStart + 1 };
+}
+
+const JSON_STRING = /"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/y;
+const JSON_NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
+const JSON_LITERAL = /true|false|null/y;
+
+/** Offset of the first character where `text` stops being valid JSON. Iterative, any depth. */
+function jsonErrorOffset(text: string): number {
+  let i = 0;
+  const skipSpace = () => {
+    while (i < text.length && " \t\n\r".includes(text[i]!)) i++;
+  };
+  const match = (pattern: RegExp): boolean => {
+    pattern.lastIndex = i;
+    if (!pattern.test(text)) return false;
+    i = pattern.lastIndex;
+    return true;
+  };
+  const key = (): boolean => {
+    skipSpace();
+    if (!match(JSON_STRING)) return false;
+    skipSpace();
+    if (text[i] !== ":") return false;
+    i++;
+    return true;
+  };
+  const open: string[] = [];
+  for (;;) {
+    skipSpace();
+    const c = text[i];
+    if (c === "{" || c === "[") {
+      i++;
+      skipSpace();
+      if (text[i] === (c === "{" ? "}" : "]")) i++;
+      else {
+        open.push(c);
+        if (c === "{" && !key()) return i;
+        continue;
+      }
+    } else if (!match(JSON_STRING) && !match(JSON_NUMBER) && !match(JSON_LITERAL)) {
+      return i;
+    }
+    for (;;) {
+      skipSpace();
+      const container = open[open.length - 1];
+      if (container === undefined) return i;
+      if (text[i] === ",") {
+        i++;
+        if (container === "{" && !key()) return i;
+        break;
+      }
+      if (text[i] !== (container === "{" ? "}" : "]")) return i;
+      i++;
+      open.pop();
+    }
+  }
+}
+
+/**
+ * Imports a handlers module (relative to the working directory) and returns its default export:
+ * an object mapping handler names to functions or task objects (`{ run, ... }`).
+ *
+ * @throws MendError `not_found` when the file does not exist; `invalid_argument` when it fails to
+ *   load or its default export is not such an object.
+ */
+export async function loadHandlersModule(path: string): Promise<HandlerMap> {
+  const absolute = resolve(process.cwd(), path);
+  try {
+    await stat(absolute);
+  } catch (err) {
+    if (errorCode(err) === "ENOENT") {
+      throw new MendError("not_found", `handlers module not found: ${path}`, { path });
+    }
+    throw err;
+  }
+  let module: { default?: unknown };
+  try {
+    module = await import(pathToFileURL(absolute).href);
+  } catch (err) {
+    throw new MendError(
+      "invalid_argument",
+      `cannot load handlers module ${path}: ${messageOf(err)}`,
+      { path },
+      { cause: err },
+    );
+  }
+  const exported = module.default;
+  const usage = "export default { name: async (ctx) => result, … }";
+  if (exported === undefined) {
+    throw new MendError(
+      "invalid_argument",
+      `handlers module ${path} has no default export; use ${usage}`,
+      { path },
+    );
+  }
+  if (typeof exported !== "object" || exported === null || Array.isArray(exported)) {
+    throw new MendError(
+      "invalid_argument",
+      `the default export of handlers module ${path} must be an object mapping handler names to handlers (${usage})`,
+      { path },
+    );
+  }
+  const entries = Object.entries(exported);
+  if (entries.length === 0) {
+    throw new MendError("invalid_argument", `handlers module ${path} exports no handlers`, {
+      path,
+    });
+  }
+  const invalid = entries.filter(([, handler]) => !isHandler(handler)).map(([name]) => name);
+  if (invalid.length > 0) {
+    throw new MendError(
+      "invalid_argument",
+      `handlers module ${path}: ${invalid.map((n) => `"${n}"`).join(", ")} must be a function or a task object with a run function`,
+      { path, invalid },
+    );
+  }
+  return exported as HandlerMap;
+}
+
+function isHandler(value: unknown): boolean {
+  return (
+    typeof value === "function" ||
+    (typeof value === "object" &&
+      value !== null &&
+      typeof (value as { run?: unknown }).run === "function")
+  );
+}
+
+function errorCode(err: unknown): unknown {
+  return (err as { code?: unknown } | null)?.code;
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,44 @@
+import type { Severity } from "../model/records.js";
+
+/**
+ * Every event Mend emits and its severity. Each transition produces exactly one of these; the
+ * transition log is the event store, so nothing can be recorded without its event.
+ */
+export const EVENTS = {
+  workstream_created: "info",
+  workstream_completed: "info",
+  workstream_failed: "error",
+  workstream_cancelled: "warning",
+  workstream_reopened: "info",
+  task_created: "info",
+  task_ready: "info",
+  task_started: "info",
+  task_completed: "info",
+  task_recovered: "info",
+  task_retry_scheduled: "warning",
+  task_timeout: "warning",
+  worker_lost: "warning",
+  task_released: "info",
+  task_failed: "error",
+  task_failed_noncritical: "warning",
+  task_quarantined: "critical",
+  task_retried: "info",
+  task_skipped: "warning",
+  task_cancelled: "warning",
+  worker_registered: "info",
+  worker_idle: "info",
+  worker_busy: "info",
+  worker_unresponsive: "warning",
+  worker_shutdown: "info",
+  worker_presumed_dead: "error",
+} as const satisfies Record<string, Severity>;
+
+export type EventName = keyof typeof EVENTS;
+
+/** Severities from least to most severe, for `--severity` filters. */
+export const SEVERITY_ORDER: readonly Severity[] = ["info", "warning", "error", "critical"];
+
+/** Severities at or above `min`. */
+export function severitiesFrom(min: Severity): Severity[] {
+  return SEVERITY_ORDER.slice(SEVERITY_ORDER.indexOf(min));
+}

@@ -1,0 +1,50 @@
+import type {
+  TaskRecord,
+  TransitionRecord,
+  WorkerRecord,
+  WorkstreamRecord,
+} from "../model/records.js";
+
+/** All replayable state, keyed by id. Liveness fields are left out (see {@link LIVENESS}). */
+export interface StateSnapshot {
+  workstreams: Record<string, WorkstreamRecord>;
+  tasks: Record<string, Partial<TaskRecord>>;
+  workers: Record<string, Partial<WorkerRecord>>;
+}
+
+/**
+ * Fields that heartbeats change without a transition ("liveness, not state"): they are not in
+ * the log, so replay cannot and need not reproduce them.
+ */
+export const LIVENESS = {
+  task: ["leaseExpiresAt"],
+  worker: ["heartbeatAt"],
+  workstream: [],
+} as const;
+
+/** Removes liveness fields from a record. */
+export function withoutLiveness<T extends object>(
+  kind: keyof typeof LIVENESS,
+  record: T,
+): Partial<T> {
+  const copy: Record<string, unknown> = { ...(record as Record<string, unknown>) };
+  for (const f of LIVENESS[kind]) delete copy[f];
+  return copy as Partial<T>;
+}
+
+/** An empty state. */
+export function emptySnapshot(): StateSnapshot {
+  return { workstreams: {}, tasks: {}, workers: {} };
+}
+
+/**
+ * Applies one transition to a snapshot: creation inserts the record in `data`; any other
+ * transition merges `data` and sets the status to `to`.
+ */
+export function applyTransition(state: StateSnapshot, t: TransitionRecord): void {
+  const table =
+    t.entity === "task" ? state.tasks : t.entity === "worker" ? state.workers : state.workstreams;
+  const current = (table as Record<string, Record<string, unknown>>)[t.entityId];
+  const next = withoutLiveness(t.entity, { ...(current ?? {}), ...t.data, status: t.to });
+  (table as Record<string, unknown>)[t.entityId] = next;
+}

@@ -1,0 +1,1048 @@
+import { closeSync, type FSWatcher, mkdirSync, openSync, watch, writeSync } from "node:fs";
+import { dirname } from "node:path";
+import Database from "better-sqlite3";
+import type { Clock } from "../../engine/clock.js";
+import { MendError } from "../../errors.js";
+import type { Failure } from "../../model/failure.js";
+import { taskId as makeTaskId, newId } from "../../model/ids.js";
+import type {
+  InterventionRecord,
+  TaskRecord,
+  TransitionRecord,
+  WorkerRecord,
+  WorkstreamRecord,
+} from "../../model/records.js";
+import type { WorkstreamSpec } from "../../model/spec.js";
+import { assertTransition, type EntityKind, type WorkerStatus } from "../../model/states.js";
+import { EVENTS, type EventName, severitiesFrom } from "../../observe/events.js";
+import type { FailureDecision } from "../../recovery/retry.js";
+import { ChainVerifier, GENESIS_HASH, transitionHash } from "../chain.js";
+import { applyTransition, emptySnapshot, type StateSnapshot, withoutLiveness } from "../replay.js";
+import type {
+  Actor,
+  ExchangeRequest,
+  ExchangeResult,
+  FailurePlanner,
+  HeldLease,
+  Outcome,
+  RetryOverrides,
+  Settlement,
+  Store,
+  SweptTask,
+  TransitionQuery,
+  WorkerInfo,
+} from "../store.js";
+import {
+  ENTITY_TABLES,
+  encodeField,
+  rowToIntervention,
+  rowToTask,
+  rowToTransition,
+  rowToWorker,
+  rowToWorkstream,
+} from "./codec.js";
+import { SQLITE_MIGRATIONS } from "./migrations.js";
+
+type Row = Record<string, unknown>;
+
+/** Options for opening a SQLite store. */
+export interface SqliteStoreOptions {
+  clock: Clock;
+  /**
+   * `FULL` (default) makes every commit durable before it is acknowledged; `NORMAL` may lose the
+   * last commits on power loss (never on a process crash).
+   */
+  synchronous?: "FULL" | "NORMAL";
+  /** How long a writer waits for another process's write lock, in ms (default 10 s). */
+  busyTimeoutMs?: number;
+}
+
+/** What one transition changes, and the event it produces. */
+interface Change {
+  kind: EntityKind;
+  id: string;
+  from: string | null;
+  to: string;
+  patch: Record<string, unknown>;
+  event: EventName;
+  actor: string;
+  workstreamId: string | null;
+  detail?: Record<string, unknown> | null;
+}
+
+/** Terminal statuses that let dependents run. Non-critical failures count, with a warning. */
+const SATISFIED_SQL = `(t.status IN ('completed','skipped') OR (t.status = 'failed' AND t.critical = 0))`;
+
+/**
+ * The embedded store: one SQLite file in WAL mode, shared safely by several processes on one
+ * machine. Every state change goes through {@link SqliteStore.transition}, which updates the row
+ * and appends one hash-chained record to `transitions` in the same transaction.
+ */
+export class SqliteStore implements Store {
+  readonly url: string;
+  private readonly db: Database.Database;
+  private readonly clock: Clock;
+  private readonly statements = new Map<string, Database.Statement>();
+  private readonly wakePath: string;
+  private wakeFd: number | null = null;
+  private watcher: FSWatcher | null = null;
+  private readonly wakeListeners = new Set<() => void>();
+  /** Chain cursor of the open write transaction; read from the log at its first append. */
+  private cursor: { seq: number; hash: string } | null = null;
+  private wakePending = false;
+
+  constructor(
+    readonly path: string,
+    options: SqliteStoreOptions,
+  ) {
+    this.url = `sqlite:${path}`;
+    this.clock = options.clock;
+    mkdirSync(dirname(path), { recursive: true });
+    this.db = new Database(path, { timeout: options.busyTimeoutMs ?? 10_000 });
+    this.db.pragma("journal_mode = WAL");
+    this.db.pragma(`synchronous = ${options.synchronous ?? "FULL"}`);
+    this.db.pragma("foreign_keys = ON");
+    this.migrate();
+    this.wakePath = `${path}-wake`;
+  }
+
+  private migrate(): void {
+    const version = this.db.pragma("user_version", { simple: true }) as number;
+    if (version > SQLITE_MIGRATIONS.length) {
+      throw new MendError(
+        "store_incompatible",
+        `store ${this.path} has schema version ${version}, newer than this Mend understands (${SQLITE_MIGRATIONS.length}); upgrade Mend or point --store at another file`,
+        { path: this.path, version, supported: SQLITE_MIGRATIONS.length },
+      );
+    }
+    this.db
+      .transaction(() => {
+        for (let v = version; v < SQLITE_MIGRATIONS.length; v++) {
+          this.db.exec(SQLITE_MIGRATIONS[v]!);
+        }
+        this.db.pragma(`user_version = ${SQLITE_MIGRATIONS.length}`);
+      })
+      .immediate();
+  }
+
+  private stmt(sql: string): Database.Statement {
+    let s = this.statements.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql);
+      this.statements.set(sql, s);
+    }
+    return s;
+  }
+
+  /** Runs `fn` in one write transaction (taking the write lock at once). */
+  private write<T>(fn: () => T): T {
+    try {
+      return this.db.transaction(fn).immediate();
+    } finally {
+      this.cursor = null;
+      if (this.wakePending) {
+        this.wakePending = false;
+        this.signalWake();
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- the write path
+
+  /** Appends one record to the hash-chained log; returns its seq. */
+  private append(c: Change, data: Record<string, unknown>, at: number): number {
+    if (!this.cursor) {
+      const last = this.stmt("SELECT seq, hash FROM transitions ORDER BY seq DESC LIMIT 1").get() as
+        | { seq: number; hash: string }
+        | undefined;
+      this.cursor = last ?? { seq: 0, hash: GENESIS_HASH };
+    }
+    const seq = this.cursor.seq + 1;
+    const dataJson = JSON.stringify(data);
+    const detailJson = c.detail ? JSON.stringify(c.detail) : null;
+    const severity = EVENTS[c.event];
+    const hash = transitionHash(this.cursor.hash, {
+      seq,
+      at,
+      entity: c.kind,
+      entityId: c.id,
+      workstreamId: c.workstreamId,
+      from: c.from,
+      to: c.to,
+      event: c.event,
+      severity,
+      actor: c.actor,
+      dataJson,
+      detailJson,
+    });
+    this.stmt(
+      `INSERT INTO transitions (seq, at, entity, entity_id, workstream_id, from_state, to_state, event, severity, actor, data, detail, hash)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(
+      seq,
+      at,
+      c.kind,
+      c.id,
+      c.workstreamId,
+      c.from,
+      c.to,
+      c.event,
+      severity,
+      c.actor,
+      dataJson,
+      detailJson,
+      hash,
+    );
+    this.cursor = { seq, hash };
+    return seq;
+  }
+
+  /** The seq the next appended record will get (used as a lease's fencing token). */
+  private nextSeq(): number {
+    if (!this.cursor) {
+      const last = this.stmt("SELECT seq, hash FROM transitions ORDER BY seq DESC LIMIT 1").get() as
+        | { seq: number; hash: string }
+        | undefined;
+      this.cursor = last ?? { seq: 0, hash: GENESIS_HASH };
+    }
+    return this.cursor.seq + 1;
+  }
+
+  /**
+   * The one write path (DESIGN.md invariant 1): checks the transition against the state machine,
+   * writes the new state guarded by the expected current state, and appends its record. Zero rows
+   * changed is a typed refusal, never silence.
+   */
+  private transition(c: Change): number {
+    assertTransition(c.kind, c.id, c.from, c.to);
+    const at = this.clock.now();
+    const { table, columns } = ENTITY_TABLES[c.kind];
+    const patch: Record<string, unknown> = { ...c.patch, status: c.to, updatedAt: at };
+    if (c.kind === "worker") delete patch.updatedAt;
+    if (c.from === null) {
+      const fields = Object.keys(patch);
+      const sql = `INSERT INTO ${table} (${fields.map((f) => columns[f]![0]).join(", ")}) VALUES (${fields.map(() => "?").join(", ")})`;
+      this.stmt(sql).run(...fields.map((f) => encodeField(columns[f]![1], patch[f])));
+    } else {
+      const fields = Object.keys(patch).sort();
+      const sql = `UPDATE ${table} SET ${fields.map((f) => `${columns[f]![0]} = ?`).join(", ")} WHERE id = ? AND status = ?`;
+      const info = this.stmt(sql).run(
+        ...fields.map((f) => encodeField(columns[f]![1], patch[f])),
+        c.id,
+        c.from,
+      );
+      if (info.changes !== 1) {
+        throw new MendError("refused", `${c.kind} ${c.id} is no longer ${c.from}`, {
+          kind: c.kind,
+          id: c.id,
+          expected: c.from,
+        });
+      }
+    }
+    return this.append(c, withoutLiveness(c.kind, patch), at);
+  }
+
+  private intervention(who: Actor, target: string, before: unknown, after: unknown): void {
+    const now = this.clock.now();
+    this.stmt(
+      "INSERT INTO interventions (id, at, actor, command, target, reason, before, after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    ).run(
+      newId("iv", now),
+      now,
+      who.actor,
+      who.command,
+      target,
+      who.reason ?? null,
+      JSON.stringify(before),
+      JSON.stringify(after),
+    );
+  }
+
+  // ---------------------------------------------------------------- submit
+
+  async submit(
+    spec: WorkstreamSpec,
+    actor = "engine",
+  ): Promise<{ workstreamId: string; taskIds: string[] }> {
+    const now = this.clock.now();
+    const wsId = newId("ws", now);
+    const taskIds: string[] = [];
+    this.write(() => {
+      this.transition({
+        kind: "workstream",
+        id: wsId,
+        from: null,
+        to: "active",
+        patch: { id: wsId, name: spec.name, onFailure: spec.onFailure, createdAt: now },
+        event: "workstream_created",
+        actor,
+        workstreamId: wsId,
+      });
+      const depInsert = this.stmt("INSERT INTO task_deps (task_id, dep_id) VALUES (?, ?)");
+      for (const t of spec.tasks) {
+        const id = makeTaskId(wsId, t.key);
+        taskIds.push(id);
+        const deps = t.deps.map((d) => makeTaskId(wsId, d));
+        this.transition({
+          kind: "task",
+          id,
+          from: null,
+          to: deps.length === 0 ? "queued" : "pending",
+          patch: {
+            id,
+            workstreamId: wsId,
+            key: t.key,
+            handler: t.handler,
+            input: t.input ?? null,
+            priority: t.priority,
+            attempts: 0,
+            retry: t.retry,
+            timeoutMs: t.timeoutMs,
+            critical: t.critical,
+            deps: t.deps,
+            runAt: now,
+            workerLostStreak: 0,
+            idempotencyKey: id,
+            createdAt: now,
+          },
+          event: "task_created",
+          actor,
+          workstreamId: wsId,
+        });
+        for (const d of deps) depInsert.run(id, d);
+      }
+      this.wakePending = true;
+    });
+    return { workstreamId: wsId, taskIds };
+  }
+
+  // ---------------------------------------------------------------- worker round trip
+
+  async exchange(req: ExchangeRequest): Promise<ExchangeResult> {
+    return this.write(() => {
+      const touched = new Set<string>();
+      const settled = req.outcomes.map((o) => this.settle(o, req, touched));
+      for (const ws of touched) this.reconcileWorkstream(ws, `worker:${req.workerId}`);
+      const claimed = req.claim > 0 ? this.claim(req) : [];
+      return { settled, claimed };
+    });
+  }
+
+  private settle(o: Outcome, req: ExchangeRequest, touched: Set<string>): Settlement {
+    const row = this.getTaskRow(o.taskId);
+    if (!row || row.status !== "running" || row.leaseToken !== o.token) {
+      return {
+        taskId: o.taskId,
+        applied: false,
+        reason: row
+          ? `lease ${o.token} is no longer held: task is ${row.status}${row.leaseToken ? ` under lease ${row.leaseToken}` : ""}`
+          : "task not found",
+      };
+    }
+    const actor = `worker:${req.workerId}`;
+    if (o.kind === "complete") {
+      this.transition({
+        kind: "task",
+        id: row.id,
+        from: "running",
+        to: "completed",
+        patch: { output: o.output ?? null, ...RELEASED_LEASE, workerLostStreak: 0 },
+        event: row.attempts > 1 ? "task_recovered" : "task_completed",
+        actor,
+        workstreamId: row.workstreamId,
+        detail: { attempt: row.attempts },
+      });
+      this.promoteDependents(row.id, actor);
+      touched.add(row.workstreamId);
+      return { taskId: row.id, applied: true, status: "completed" };
+    }
+    if (o.kind === "release") {
+      this.transition({
+        kind: "task",
+        id: row.id,
+        from: "running",
+        to: "queued",
+        patch: { attempts: row.attempts - 1, runAt: this.clock.now(), ...RELEASED_LEASE },
+        event: "task_released",
+        actor,
+        workstreamId: row.workstreamId,
+        detail: { reason: o.reason },
+      });
+      this.wakePending = true;
+      return { taskId: row.id, applied: true, status: "queued" };
+    }
+    const decision = this.applyFailure(row, o.failure, req.planner, actor);
+    touched.add(row.workstreamId);
+    return {
+      taskId: row.id,
+      applied: true,
+      status: decision.action === "retry" ? "queued" : "failed",
+      decision,
+    };
+  }
+
+  /** Records a running task's failure and what the planner decided about it. */
+  private applyFailure(
+    row: TaskRecord,
+    failure: Failure,
+    planner: FailurePlanner,
+    actor: string,
+  ): FailureDecision {
+    const now = this.clock.now();
+    const decision = planner(row, failure, now);
+    const streak = failure.category === "worker_lost" ? row.workerLostStreak + 1 : 0;
+    const detail = { attempt: row.attempts, failure, decision, worker: row.leaseWorker };
+    if (decision.action === "retry") {
+      this.transition({
+        kind: "task",
+        id: row.id,
+        from: "running",
+        to: "queued",
+        patch: {
+          runAt: decision.runAt,
+          lastDelayMs: decision.delayMs,
+          lastError: failure,
+          workerLostStreak: streak,
+          ...RELEASED_LEASE,
+        },
+        event:
+          failure.category === "worker_lost"
+            ? "worker_lost"
+            : failure.category === "timeout"
+              ? "task_timeout"
+              : "task_retry_scheduled",
+        actor,
+        workstreamId: row.workstreamId,
+        detail,
+      });
+      this.wakePending = true;
+      return decision;
+    }
+    this.transition({
+      kind: "task",
+      id: row.id,
+      from: "running",
+      to: "failed",
+      patch: { lastError: failure, workerLostStreak: streak, ...RELEASED_LEASE },
+      event:
+        decision.action === "quarantine"
+          ? "task_quarantined"
+          : row.critical
+            ? "task_failed"
+            : "task_failed_noncritical",
+      actor,
+      workstreamId: row.workstreamId,
+      detail,
+    });
+    if (!row.critical) {
+      this.promoteDependents(row.id, actor);
+    } else if (this.getWorkstreamRow(row.workstreamId)?.onFailure === "stop") {
+      this.cancelOpenTasks(row.workstreamId, actor, `critical task ${row.key} failed`);
+    }
+    return decision;
+  }
+
+  /** Queues every pending dependent of `taskId` whose dependencies are now all satisfied. */
+  private promoteDependents(taskId: string, actor: string): void {
+    const candidates = this.stmt(
+      `SELECT t.* FROM task_deps d JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ? AND t.status = 'pending'`,
+    ).all(taskId) as Row[];
+    for (const c of candidates) {
+      const open = this.stmt(
+        `SELECT COUNT(*) AS n FROM task_deps d JOIN tasks t ON t.id = d.dep_id WHERE d.task_id = ? AND NOT ${SATISFIED_SQL}`,
+      ).get(c.id) as { n: number };
+      if (open.n > 0) continue;
+      this.transition({
+        kind: "task",
+        id: c.id as string,
+        from: "pending",
+        to: "queued",
+        patch: { runAt: this.clock.now() },
+        event: "task_ready",
+        actor,
+        workstreamId: c.workstream_id as string,
+      });
+      this.wakePending = true;
+    }
+  }
+
+  private cancelOpenTasks(workstreamId: string, actor: string, reason: string): void {
+    const open = this.stmt(
+      `SELECT id, status FROM tasks WHERE workstream_id = ? AND status IN ('pending','queued')`,
+    ).all(workstreamId) as { id: string; status: string }[];
+    for (const t of open) {
+      this.transition({
+        kind: "task",
+        id: t.id,
+        from: t.status,
+        to: "cancelled",
+        patch: {},
+        event: "task_cancelled",
+        actor,
+        workstreamId,
+        detail: { reason },
+      });
+    }
+  }
+
+  /**
+   * Brings a workstream's status in line with its tasks: an active one with nothing queued or
+   * running has settled (completed if every task is satisfied, else failed); a settled one that
+   * has work again (an operator retried or skipped a task) is active again.
+   */
+  private reconcileWorkstream(workstreamId: string, actor: string): void {
+    const ws = this.getWorkstreamRow(workstreamId);
+    if (!ws) return;
+    const live = this.stmt(
+      `SELECT COUNT(*) AS n FROM tasks WHERE workstream_id = ? AND status IN ('queued','running')`,
+    ).get(workstreamId) as { n: number };
+    if (ws.status === "active" && live.n === 0) {
+      const unsatisfied = this.stmt(
+        `SELECT COUNT(*) AS n FROM tasks t WHERE t.workstream_id = ? AND NOT ${SATISFIED_SQL}`,
+      ).get(workstreamId) as { n: number };
+      const to = unsatisfied.n === 0 ? "completed" : "failed";
+      this.transition({
+        kind: "workstream",
+        id: ws.id,
+        from: "active",
+        to,
+        patch: {},
+        event: to === "completed" ? "workstream_completed" : "workstream_failed",
+        actor,
+        workstreamId: ws.id,
+        detail: to === "failed" ? { unsatisfiedTasks: unsatisfied.n } : null,
+      });
+    } else if (ws.status !== "active" && live.n > 0) {
+      this.transition({
+        kind: "workstream",
+        id: ws.id,
+        from: ws.status,
+        to: "active",
+        patch: {},
+        event: "workstream_reopened",
+        actor,
+        workstreamId: ws.id,
+      });
+    }
+  }
+
+  private claim(req: ExchangeRequest): TaskRecord[] {
+    const now = this.clock.now();
+    const rows = this.stmt(
+      `SELECT * FROM tasks WHERE status = 'queued' AND run_at <= ? AND handler IN (SELECT value FROM json_each(?))
+       ORDER BY priority DESC, run_at, rowid LIMIT ?`,
+    ).all(now, JSON.stringify(req.handlers), req.claim) as Row[];
+    const claimed: TaskRecord[] = [];
+    for (const r of rows) {
+      const task = rowToTask(r);
+      const token = this.nextSeq();
+      const patch = {
+        attempts: task.attempts + 1,
+        leaseToken: token,
+        leaseWorker: req.workerId,
+        leaseExpiresAt: now + req.leaseMs,
+      };
+      this.transition({
+        kind: "task",
+        id: task.id,
+        from: "queued",
+        to: "running",
+        patch,
+        event: "task_started",
+        actor: `worker:${req.workerId}`,
+        workstreamId: task.workstreamId,
+        detail: { attempt: patch.attempts },
+      });
+      claimed.push({ ...task, ...patch, status: "running", updatedAt: now });
+    }
+    return claimed;
+  }
+
+  // ---------------------------------------------------------------- liveness
+
+  async heartbeat(
+    workerId: string,
+    status: WorkerStatus,
+    leases: HeldLease[],
+    leaseMs: number,
+  ): Promise<{ lost: string[] }> {
+    return this.write(() => {
+      const now = this.clock.now();
+      const worker = this.stmt("SELECT status FROM workers WHERE id = ?").get(workerId) as
+        | { status: WorkerStatus }
+        | undefined;
+      if (!worker) {
+        throw new MendError("not_found", `worker ${workerId} is not registered`, { workerId });
+      }
+      this.stmt("UPDATE workers SET heartbeat_at = ? WHERE id = ?").run(now, workerId);
+      if (worker.status !== status) {
+        this.transition({
+          kind: "worker",
+          id: workerId,
+          from: worker.status,
+          to: status,
+          patch: {},
+          event: status === "busy" ? "worker_busy" : "worker_idle",
+          actor: `worker:${workerId}`,
+          workstreamId: null,
+        });
+      }
+      const renew = this.stmt(
+        "UPDATE tasks SET lease_expires_at = ? WHERE id = ? AND lease_token = ? AND status = 'running'",
+      );
+      const lost: string[] = [];
+      for (const l of leases) {
+        if (renew.run(now + leaseMs, l.taskId, l.token).changes !== 1) lost.push(l.taskId);
+      }
+      return { lost };
+    });
+  }
+
+  async registerWorker(info: WorkerInfo): Promise<void> {
+    this.write(() => {
+      const now = this.clock.now();
+      const existing = this.stmt("SELECT status FROM workers WHERE id = ?").get(info.id) as
+        | { status: WorkerStatus }
+        | undefined;
+      const patch = {
+        host: info.host,
+        pid: info.pid,
+        concurrency: info.concurrency,
+        handlers: info.handlers,
+        startedAt: now,
+        heartbeatAt: now,
+      };
+      this.transition({
+        kind: "worker",
+        id: info.id,
+        from: existing?.status ?? null,
+        to: "idle",
+        patch: existing ? patch : { id: info.id, ...patch },
+        event: "worker_registered",
+        actor: `worker:${info.id}`,
+        workstreamId: null,
+      });
+    });
+  }
+
+  async stopWorker(workerId: string): Promise<void> {
+    this.write(() => {
+      const w = this.stmt("SELECT status FROM workers WHERE id = ?").get(workerId) as
+        | { status: WorkerStatus }
+        | undefined;
+      if (!w || w.status === "shutdown") return;
+      this.transition({
+        kind: "worker",
+        id: workerId,
+        from: w.status,
+        to: "shutdown",
+        patch: {},
+        event: "worker_shutdown",
+        actor: `worker:${workerId}`,
+        workstreamId: null,
+        detail: { reason: "graceful shutdown" },
+      });
+    });
+  }
+
+  async sweepExpiredLeases(planner: FailurePlanner): Promise<SweptTask[]> {
+    const now = this.clock.now();
+    const expired = this.stmt(
+      "SELECT id FROM tasks WHERE status = 'running' AND lease_expires_at < ? LIMIT 1000",
+    ).all(now) as { id: string }[];
+    if (expired.length === 0) return [];
+    return this.write(() => {
+      const swept: SweptTask[] = [];
+      const touched = new Set<string>();
+      for (const { id } of expired) {
+        const row = this.getTaskRow(id);
+        // Re-checked under the write lock: a heartbeat may have renewed it meanwhile.
+        if (!row || row.status !== "running" || (row.leaseExpiresAt ?? 0) >= now) continue;
+        const failure: Failure = {
+          category: "worker_lost",
+          recoverable: true,
+          message: `lease expired: worker ${row.leaseWorker ?? "?"} stopped heartbeating`,
+        };
+        const decision = this.applyFailure(row, failure, planner, "monitor");
+        touched.add(row.workstreamId);
+        swept.push({ taskId: id, workerId: row.leaseWorker, decision });
+      }
+      for (const ws of touched) this.reconcileWorkstream(ws, "monitor");
+      return swept;
+    });
+  }
+
+  async markSilentWorkers(unresponsiveMs: number, shutdownMs: number): Promise<WorkerRecord[]> {
+    const now = this.clock.now();
+    return this.write(() => {
+      const changed: WorkerRecord[] = [];
+      const rows = this.stmt(
+        `SELECT * FROM workers WHERE (status IN ('idle','busy') AND heartbeat_at < ?) OR (status = 'unresponsive' AND heartbeat_at < ?)`,
+      ).all(now - unresponsiveMs, now - shutdownMs) as Row[];
+      for (const r of rows) {
+        const w = rowToWorker(r);
+        const to = w.status === "unresponsive" ? "shutdown" : "unresponsive";
+        this.transition({
+          kind: "worker",
+          id: w.id,
+          from: w.status,
+          to,
+          patch: {},
+          event: to === "shutdown" ? "worker_presumed_dead" : "worker_unresponsive",
+          actor: "monitor",
+          workstreamId: null,
+          detail: { silentForMs: now - w.heartbeatAt },
+        });
+        changed.push({ ...w, status: to });
+      }
+      return changed;
+    });
+  }
+
+  async acquireLeadership(name: string, holder: string, ttlMs: number): Promise<boolean> {
+    return this.write(() => {
+      const now = this.clock.now();
+      const row = this.stmt("SELECT holder, expires_at FROM leaders WHERE name = ?").get(name) as
+        | { holder: string; expires_at: number }
+        | undefined;
+      if (row && row.holder !== holder && row.expires_at >= now) return false;
+      this.stmt(
+        "INSERT INTO leaders (name, holder, expires_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
+      ).run(name, holder, now + ttlMs);
+      return true;
+    });
+  }
+
+  async releaseLeadership(name: string, holder: string): Promise<void> {
+    this.stmt("DELETE FROM leaders WHERE name = ? AND holder = ?").run(name, holder);
+  }
+
+  // ---------------------------------------------------------------- operator actions
+
+  async retryTask(taskId: string, overrides: RetryOverrides, who: Actor): Promise<TaskRecord> {
+    return this.write(() => {
+      const row = this.requireTask(taskId);
+      if (!["failed", "cancelled", "skipped"].includes(row.status)) {
+        throw new MendError(
+          "refused",
+          `task ${taskId} is ${row.status}; only failed, cancelled or skipped tasks can be retried`,
+          { taskId, status: row.status },
+        );
+      }
+      const ready = this.depsSatisfied(row.id);
+      const patch = {
+        retry: {
+          ...row.retry,
+          maxAttempts: row.attempts + (overrides.maxAttempts ?? row.retry.maxAttempts),
+        },
+        timeoutMs: overrides.timeoutMs ?? row.timeoutMs,
+        workerLostStreak: 0,
+        runAt: this.clock.now(),
+      };
+      this.transition({
+        kind: "task",
+        id: row.id,
+        from: row.status,
+        to: ready ? "queued" : "pending",
+        patch,
+        event: "task_retried",
+        actor: who.actor,
+        workstreamId: row.workstreamId,
+        detail: { reason: who.reason ?? null, overrides },
+      });
+      const after = this.requireTask(taskId);
+      this.intervention(who, taskId, pickState(row), pickState(after));
+      this.reconcileWorkstream(row.workstreamId, who.actor);
+      this.wakePending = true;
+      return after;
+    });
+  }
+
+  async skipTask(taskId: string, who: Actor): Promise<TaskRecord> {
+    return this.write(() => {
+      const row = this.requireTask(taskId);
+      if (!["pending", "queued", "failed", "cancelled"].includes(row.status)) {
+        throw new MendError(
+          "refused",
+          `task ${taskId} is ${row.status}; ${row.status === "running" ? "cancel it first" : "it cannot be skipped"}`,
+          { taskId, status: row.status },
+        );
+      }
+      this.transition({
+        kind: "task",
+        id: row.id,
+        from: row.status,
+        to: "skipped",
+        patch: {},
+        event: "task_skipped",
+        actor: who.actor,
+        workstreamId: row.workstreamId,
+        detail: { reason: who.reason ?? null, warning: "dependents proceed without its result" },
+      });
+      this.promoteDependents(row.id, who.actor);
+      const after = this.requireTask(taskId);
+      this.intervention(who, taskId, pickState(row), pickState(after));
+      this.reconcileWorkstream(row.workstreamId, who.actor);
+      this.wakePending = true;
+      return after;
+    });
+  }
+
+  async cancelTask(taskId: string, who: Actor): Promise<TaskRecord> {
+    return this.write(() => {
+      const row = this.requireTask(taskId);
+      if (!["pending", "queued", "running"].includes(row.status)) {
+        throw new MendError("refused", `task ${taskId} is ${row.status}; it cannot be cancelled`, {
+          taskId,
+          status: row.status,
+        });
+      }
+      this.transition({
+        kind: "task",
+        id: row.id,
+        from: row.status,
+        to: "cancelled",
+        patch: row.status === "running" ? { ...RELEASED_LEASE } : {},
+        event: "task_cancelled",
+        actor: who.actor,
+        workstreamId: row.workstreamId,
+        detail: { reason: who.reason ?? null, worker: row.leaseWorker },
+      });
+      const after = this.requireTask(taskId);
+      this.intervention(who, taskId, pickState(row), pickState(after));
+      this.reconcileWorkstream(row.workstreamId, who.actor);
+      return after;
+    });
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  private getTaskRow(id: string): TaskRecord | null {
+    const row = this.stmt("SELECT * FROM tasks WHERE id = ?").get(id) as Row | undefined;
+    return row ? rowToTask(row) : null;
+  }
+
+  private requireTask(id: string): TaskRecord {
+    const t = this.getTaskRow(id);
+    if (!t) throw new MendError("not_found", `task ${id} not found`, { taskId: id });
+    return t;
+  }
+
+  private getWorkstreamRow(id: string): WorkstreamRecord | null {
+    const row = this.stmt("SELECT * FROM workstreams WHERE id = ?").get(id) as Row | undefined;
+    return row ? rowToWorkstream(row) : null;
+  }
+
+  private depsSatisfied(taskId: string): boolean {
+    const open = this.stmt(
+      `SELECT COUNT(*) AS n FROM task_deps d JOIN tasks t ON t.id = d.dep_id WHERE d.task_id = ? AND NOT ${SATISFIED_SQL}`,
+    ).get(taskId) as { n: number };
+    return open.n === 0;
+  }
+
+  async listWorkstreams(): Promise<WorkstreamRecord[]> {
+    return (this.stmt("SELECT * FROM workstreams ORDER BY id").all() as Row[]).map(rowToWorkstream);
+  }
+
+  async getWorkstream(id: string): Promise<WorkstreamRecord | null> {
+    return this.getWorkstreamRow(id);
+  }
+
+  async listTasks(workstreamId: string): Promise<TaskRecord[]> {
+    return (
+      this.stmt("SELECT * FROM tasks WHERE workstream_id = ? ORDER BY rowid").all(
+        workstreamId,
+      ) as Row[]
+    ).map(rowToTask);
+  }
+
+  async getTask(id: string): Promise<TaskRecord | null> {
+    return this.getTaskRow(id);
+  }
+
+  async findIds(
+    prefix: string,
+    limit: number,
+  ): Promise<{ workstreams: string[]; tasks: string[] }> {
+    const range = [prefix, `${prefix}\uffff`];
+    const ws = this.stmt("SELECT id FROM workstreams WHERE id >= ? AND id < ? LIMIT ?").all(
+      ...range,
+      limit,
+    ) as { id: string }[];
+    const tasks = this.stmt("SELECT id FROM tasks WHERE id >= ? AND id < ? LIMIT ?").all(
+      ...range,
+      limit,
+    ) as { id: string }[];
+    return { workstreams: ws.map((r) => r.id), tasks: tasks.map((r) => r.id) };
+  }
+
+  async findWorkstreamsByName(name: string): Promise<WorkstreamRecord[]> {
+    return (
+      this.stmt("SELECT * FROM workstreams WHERE name = ? ORDER BY id").all(name) as Row[]
+    ).map(rowToWorkstream);
+  }
+
+  async listWorkers(): Promise<WorkerRecord[]> {
+    return (this.stmt("SELECT * FROM workers ORDER BY id").all() as Row[]).map(rowToWorker);
+  }
+
+  async listTransitions(query: TransitionQuery = {}): Promise<TransitionRecord[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (query.afterSeq !== undefined) {
+      where.push("seq > ?");
+      args.push(query.afterSeq);
+    }
+    if (query.entityId !== undefined) {
+      where.push("entity_id = ?");
+      args.push(query.entityId);
+    }
+    if (query.workstreamId !== undefined) {
+      where.push("workstream_id = ?");
+      args.push(query.workstreamId);
+    }
+    if (query.minSeverity !== undefined) {
+      const sev = severitiesFrom(query.minSeverity);
+      where.push(`severity IN (${sev.map(() => "?").join(", ")})`);
+      args.push(...sev);
+    }
+    const sql = `SELECT * FROM transitions ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY seq ${query.newestFirst ? "DESC" : "ASC"} LIMIT ?`;
+    args.push(query.limit ?? -1);
+    return (this.stmt(sql).all(...args) as Row[]).map(rowToTransition);
+  }
+
+  async listInterventions(limit = 1000): Promise<InterventionRecord[]> {
+    return (
+      this.stmt("SELECT * FROM interventions ORDER BY at, id LIMIT ?").all(limit) as Row[]
+    ).map(rowToIntervention);
+  }
+
+  async countEvents(event: string, workstreamId?: string): Promise<Map<string, number>> {
+    const rows = (
+      workstreamId === undefined
+        ? this.stmt(
+            "SELECT entity_id, COUNT(*) AS n FROM transitions WHERE event = ? GROUP BY entity_id",
+          ).all(event)
+        : this.stmt(
+            "SELECT entity_id, COUNT(*) AS n FROM transitions WHERE event = ? AND workstream_id = ? GROUP BY entity_id",
+          ).all(event, workstreamId)
+    ) as { entity_id: string; n: number }[];
+    return new Map(rows.map((r) => [r.entity_id, r.n]));
+  }
+
+  // ---------------------------------------------------------------- integrity
+
+  async snapshot(): Promise<StateSnapshot> {
+    const snap = emptySnapshot();
+    const read = this.db.transaction(() => {
+      for (const r of this.stmt("SELECT * FROM workstreams").iterate() as Iterable<Row>) {
+        const w = rowToWorkstream(r);
+        snap.workstreams[w.id] = w;
+      }
+      for (const r of this.stmt("SELECT * FROM tasks").iterate() as Iterable<Row>) {
+        const t = rowToTask(r);
+        snap.tasks[t.id] = withoutLiveness("task", t);
+      }
+      for (const r of this.stmt("SELECT * FROM workers").iterate() as Iterable<Row>) {
+        const w = rowToWorker(r);
+        snap.workers[w.id] = withoutLiveness("worker", w);
+      }
+    });
+    read.deferred();
+    return snap;
+  }
+
+  async replay(): Promise<StateSnapshot> {
+    const snap = emptySnapshot();
+    for (const r of this.stmt(
+      "SELECT * FROM transitions ORDER BY seq",
+    ).iterate() as Iterable<Row>) {
+      applyTransition(snap, rowToTransition(r));
+    }
+    return normalizeSnapshot(snap);
+  }
+
+  async verifyChain() {
+    const v = new ChainVerifier();
+    for (const r of this.stmt(
+      "SELECT * FROM transitions ORDER BY seq",
+    ).iterate() as Iterable<Row>) {
+      const ok = v.push({
+        seq: r.seq as number,
+        at: r.at as number,
+        entity: r.entity as EntityKind,
+        entityId: r.entity_id as string,
+        workstreamId: (r.workstream_id as string | null) ?? null,
+        from: (r.from_state as string | null) ?? null,
+        to: r.to_state as string,
+        event: r.event as string,
+        severity: r.severity as TransitionRecord["severity"],
+        actor: r.actor as string,
+        dataJson: r.data as string,
+        detailJson: (r.detail as string | null) ?? null,
+        hash: r.hash as string,
+      });
+      if (!ok) break;
+    }
+    return v.report();
+  }
+
+  // ---------------------------------------------------------------- cross-process wake-ups
+
+  onWake(fn: () => void): () => void {
+    if (!this.watcher) {
+      this.ensureWakeFile();
+      this.watcher = watch(this.wakePath, { persistent: false }, () => {
+        for (const l of this.wakeListeners) l();
+      });
+    }
+    this.wakeListeners.add(fn);
+    return () => {
+      this.wakeListeners.delete(fn);
+    };
+  }
+
+  private ensureWakeFile(): number {
+    if (this.wakeFd === null) this.wakeFd = openSync(this.wakePath, "a+");
+    return this.wakeFd;
+  }
+
+  /** Touches the wake file so idle workers in other processes look for work at once. */
+  private signalWake(): void {
+    writeSync(this.ensureWakeFile(), WAKE_BYTE, 0, 1, 0);
+  }
+
+  async close(): Promise<void> {
+    this.watcher?.close();
+    this.watcher = null;
+    if (this.wakeFd !== null) closeSync(this.wakeFd);
+    this.wakeFd = null;
+    if (this.db.open) this.db.close();
+  }
+}
+
+const WAKE_BYTE = Buffer.from("1");
+
+const RELEASED_LEASE = { leaseToken: null, leaseWorker: null, leaseExpiresAt: null } as const;
+
+function pickState(t: TaskRecord) {
+  return {
+    status: t.status,
+    attempts: t.attempts,
+    maxAttempts: t.retry.maxAttempts,
+    timeoutMs: t.timeoutMs,
+  };
+}
+
+/** Replay builds records from patches; fill fields a patch never set so they compare equal. */
+function normalizeSnapshot(snap: StateSnapshot): StateSnapshot {
+  const taskDefaults = {
+    leaseToken: null,
+    leaseWorker: null,
+    lastDelayMs: null,
+    output: null,
+    lastError: null,
+  };
+  for (const [id, t] of Object.entries(snap.tasks)) snap.tasks[id] = { ...taskDefaults, ...t };
+  return snap;
+}

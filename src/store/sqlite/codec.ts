@@ -1,0 +1,131 @@
+import type {
+  InterventionRecord,
+  TaskRecord,
+  TransitionRecord,
+  WorkerRecord,
+  WorkstreamRecord,
+} from "../../model/records.js";
+import type { EntityKind } from "../../model/states.js";
+
+/** How a record field is stored in its column. */
+type ColumnKind = "plain" | "json" | "bool";
+type FieldMap<R> = { [K in keyof R]-?: readonly [column: string, kind: ColumnKind] };
+
+const TASK_COLUMNS: FieldMap<TaskRecord> = {
+  id: ["id", "plain"],
+  workstreamId: ["workstream_id", "plain"],
+  key: ["key", "plain"],
+  handler: ["handler", "plain"],
+  input: ["input", "json"],
+  status: ["status", "plain"],
+  priority: ["priority", "plain"],
+  attempts: ["attempts", "plain"],
+  retry: ["retry", "json"],
+  timeoutMs: ["timeout_ms", "plain"],
+  critical: ["critical", "bool"],
+  deps: ["deps", "json"],
+  runAt: ["run_at", "plain"],
+  leaseToken: ["lease_token", "plain"],
+  leaseWorker: ["lease_worker", "plain"],
+  leaseExpiresAt: ["lease_expires_at", "plain"],
+  lastDelayMs: ["last_delay_ms", "plain"],
+  workerLostStreak: ["worker_lost_streak", "plain"],
+  output: ["output", "json"],
+  lastError: ["last_error", "json"],
+  idempotencyKey: ["idempotency_key", "plain"],
+  createdAt: ["created_at", "plain"],
+  updatedAt: ["updated_at", "plain"],
+};
+
+const WORKSTREAM_COLUMNS: FieldMap<WorkstreamRecord> = {
+  id: ["id", "plain"],
+  name: ["name", "plain"],
+  status: ["status", "plain"],
+  onFailure: ["on_failure", "plain"],
+  createdAt: ["created_at", "plain"],
+  updatedAt: ["updated_at", "plain"],
+};
+
+const WORKER_COLUMNS: FieldMap<WorkerRecord> = {
+  id: ["id", "plain"],
+  host: ["host", "plain"],
+  pid: ["pid", "plain"],
+  concurrency: ["concurrency", "plain"],
+  handlers: ["handlers", "json"],
+  status: ["status", "plain"],
+  startedAt: ["started_at", "plain"],
+  heartbeatAt: ["heartbeat_at", "plain"],
+};
+
+/** Table and field mapping of each entity whose state is in the transition log. */
+export const ENTITY_TABLES: Record<
+  EntityKind,
+  { table: string; columns: Record<string, readonly [string, ColumnKind]> }
+> = {
+  task: { table: "tasks", columns: TASK_COLUMNS },
+  workstream: { table: "workstreams", columns: WORKSTREAM_COLUMNS },
+  worker: { table: "workers", columns: WORKER_COLUMNS },
+};
+
+type Row = Record<string, unknown>;
+
+/** Converts a record field value to its column value. */
+export function encodeField(kind: ColumnKind, value: unknown): unknown {
+  if (value === undefined || value === null) return null;
+  if (kind === "json") return JSON.stringify(value);
+  if (kind === "bool") return value ? 1 : 0;
+  return value;
+}
+
+function decodeRow<R>(columns: Record<string, readonly [string, ColumnKind]>, row: Row): R {
+  const out: Row = {};
+  for (const [field, [column, kind]] of Object.entries(columns)) {
+    const v = row[column];
+    out[field] =
+      v === null || v === undefined
+        ? null
+        : kind === "json"
+          ? JSON.parse(v as string)
+          : kind === "bool"
+            ? v === 1
+            : v;
+  }
+  return out as R;
+}
+
+export const rowToTask = (row: Row): TaskRecord => decodeRow(TASK_COLUMNS, row);
+export const rowToWorkstream = (row: Row): WorkstreamRecord => decodeRow(WORKSTREAM_COLUMNS, row);
+export const rowToWorker = (row: Row): WorkerRecord => decodeRow(WORKER_COLUMNS, row);
+
+/** Decodes a row of the `transitions` table. */
+export function rowToTransition(row: Row): TransitionRecord {
+  return {
+    seq: row.seq as number,
+    at: row.at as number,
+    entity: row.entity as EntityKind,
+    entityId: row.entity_id as string,
+    workstreamId: (row.workstream_id as string | null) ?? null,
+    from: (row.from_state as string | null) ?? null,
+    to: row.to_state as string,
+    event: row.event as string,
+    severity: row.severity as TransitionRecord["severity"],
+    actor: row.actor as string,
+    data: JSON.parse(row.data as string),
+    detail: row.detail ? JSON.parse(row.detail as string) : null,
+    hash: row.hash as string,
+  };
+}
+
+/** Decodes a row of the `interventions` table. */
+export function rowToIntervention(row: Row): InterventionRecord {
+  return {
+    id: row.id as string,
+    at: row.at as number,
+    actor: row.actor as string,
+    command: row.command as string,
+    target: row.target as string,
+    reason: (row.reason as string | null) ?? null,
+    before: row.before ? JSON.parse(row.before as string) : null,
+    after: row.after ? JSON.parse(row.after as string) : null,
+  };
+}

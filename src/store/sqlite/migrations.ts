@@ -1,0 +1,99 @@
+/**
+ * Versioned schema for the SQLite store. Each entry is applied once, in order, inside a
+ * transaction; `PRAGMA user_version` records how far a database has come.
+ */
+export const SQLITE_MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE workstreams (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    on_failure TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  );
+  CREATE INDEX workstreams_name ON workstreams(name);
+
+  CREATE TABLE tasks (
+    id TEXT PRIMARY KEY,
+    workstream_id TEXT NOT NULL REFERENCES workstreams(id),
+    key TEXT NOT NULL,
+    handler TEXT NOT NULL,
+    input TEXT,
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    retry TEXT NOT NULL,
+    timeout_ms INTEGER NOT NULL,
+    critical INTEGER NOT NULL,
+    deps TEXT NOT NULL,
+    run_at INTEGER NOT NULL,
+    lease_token INTEGER,
+    lease_worker TEXT,
+    lease_expires_at INTEGER,
+    last_delay_ms INTEGER,
+    worker_lost_streak INTEGER NOT NULL,
+    output TEXT,
+    last_error TEXT,
+    idempotency_key TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  );
+  CREATE INDEX tasks_workstream ON tasks(workstream_id, status);
+  CREATE INDEX tasks_ready ON tasks(priority DESC, run_at) WHERE status = 'queued';
+  CREATE INDEX tasks_leases ON tasks(lease_expires_at) WHERE status = 'running';
+
+  CREATE TABLE task_deps (
+    task_id TEXT NOT NULL,
+    dep_id TEXT NOT NULL,
+    PRIMARY KEY (task_id, dep_id)
+  ) WITHOUT ROWID;
+  CREATE INDEX task_deps_dep ON task_deps(dep_id);
+
+  CREATE TABLE workers (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    concurrency INTEGER NOT NULL,
+    handlers TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL
+  );
+
+  CREATE TABLE transitions (
+    seq INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    entity TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    workstream_id TEXT,
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    event TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    data TEXT NOT NULL,
+    detail TEXT,
+    hash TEXT NOT NULL
+  );
+  CREATE INDEX transitions_entity ON transitions(entity_id, seq);
+  CREATE INDEX transitions_workstream ON transitions(workstream_id, seq);
+
+  CREATE TABLE interventions (
+    id TEXT PRIMARY KEY,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    command TEXT NOT NULL,
+    target TEXT NOT NULL,
+    reason TEXT,
+    before TEXT,
+    after TEXT
+  );
+
+  CREATE TABLE leaders (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+  );
+  `,
+];
