@@ -182,8 +182,6 @@ export const workstreamDefinitionSchema = z.strictObject({
 
 /** A workstream definition as written by people, before validation and defaults. */
 export type WorkstreamDefinition = z.input<typeof workstreamDefinitionSchema>;
-/** A task as written in a workstream definition. */
-export type TaskDefinitionEntry = z.input<typeof taskSchema>;
 /** The object form of a retry policy as written in a definition (durations as text or ms). */
 export type RetryDefinition = z.input<typeof fileRetry.object>;
 

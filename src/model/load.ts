@@ -47,11 +47,14 @@ function parseJson(text: string, path: string): unknown {
   try {
     return JSON.parse(text);
   } catch (err) {
-    // V8 gives a position for some errors only, and never a line: find the spot ourselves.
-    const reason = messageOf(err)
+    // V8 gives a position for some errors only, and never a line: find the spot ourselves then.
+    const message = messageOf(err);
+    const position = / in JSON at position (\d+)/.exec(message)?.[1];
+    const reason = message
       .replace(/ in JSON at position \d+.*$/s, "")
-      .replace(/, ".*" is not valid JSON$/s, "");
-    throw parseError(path, reason, text, jsonErrorOffset(text), err);
+      .replace(/, [\s\S]* is not valid JSON$/, "");
+    const offset = position === undefined ? jsonErrorOffset(text) : Number(position);
+    throw parseError(path, reason, text, offset, err);
   }
 }
 
@@ -86,6 +89,7 @@ function lineColumn(text: string, offset: number): { line: number; column: numbe
   return { line: before.split("\n").length, column: offset - lineStart + 1 };
 }
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: JSON strings may not hold raw control characters.
 const JSON_STRING = /"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/y;
 const JSON_NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
 const JSON_LITERAL = /true|false|null/y;
@@ -124,7 +128,7 @@ function jsonErrorOffset(text: string): number {
         continue;
       }
     } else if (!match(JSON_STRING) && !match(JSON_NUMBER) && !match(JSON_LITERAL)) {
-      return i;
+      return i + literalPrefix(text, i);
     }
     for (;;) {
       skipSpace();
@@ -140,6 +144,14 @@ function jsonErrorOffset(text: string): number {
       open.pop();
     }
   }
+}
+
+/** How many characters at `i` begin `true`, `false` or `null`: a broken literal fails after them. */
+function literalPrefix(text: string, i: number): number {
+  const word = ["true", "false", "null"].find((w) => w[0] === text[i]) ?? "";
+  let k = 0;
+  while (k < word.length && text[i + k] === word[k]) k++;
+  return k;
 }
 
 /**

@@ -83,6 +83,8 @@ export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly clock: Clock;
   private readonly statements = new Map<string, Database.Statement>();
+  /** UPDATE statements by entity and patched fields, so the hot path builds no SQL text. */
+  private readonly updateSql = new Map<string, string>();
   private readonly wakePath: string;
   private wakeFd: number | null = null;
   private watcher: FSWatcher | null = null;
@@ -224,8 +226,13 @@ export class SqliteStore implements Store {
       const sql = `INSERT INTO ${table} (${fields.map((f) => columns[f]![0]).join(", ")}) VALUES (${fields.map(() => "?").join(", ")})`;
       this.stmt(sql).run(...fields.map((f) => encodeField(columns[f]![1], patch[f])));
     } else {
-      const fields = Object.keys(patch).sort();
-      const sql = `UPDATE ${table} SET ${fields.map((f) => `${columns[f]![0]} = ?`).join(", ")} WHERE id = ? AND status = ?`;
+      const fields = Object.keys(patch);
+      const signature = `${c.kind}:${fields.join(",")}`;
+      let sql = this.updateSql.get(signature);
+      if (sql === undefined) {
+        sql = `UPDATE ${table} SET ${fields.map((f) => `${columns[f]![0]} = ?`).join(", ")} WHERE id = ? AND status = ?`;
+        this.updateSql.set(signature, sql);
+      }
       const info = this.stmt(sql).run(
         ...fields.map((f) => encodeField(columns[f]![1], patch[f])),
         c.id,
@@ -329,16 +336,22 @@ export class SqliteStore implements Store {
   }
 
   private settle(o: Outcome, req: ExchangeRequest, touched: Set<string>): Settlement {
-    const row = this.getTaskRow(o.taskId);
-    if (!row || row.status !== "running" || row.leaseToken !== o.token) {
+    // Only what fencing and the hot path need; the whole row is read for failures alone.
+    const held = this.stmt(
+      "SELECT id, workstream_id AS workstreamId, status, lease_token AS leaseToken, attempts FROM tasks WHERE id = ?",
+    ).get(o.taskId) as
+      | Pick<TaskRecord, "id" | "workstreamId" | "status" | "leaseToken" | "attempts">
+      | undefined;
+    if (!held || held.status !== "running" || held.leaseToken !== o.token) {
       return {
         taskId: o.taskId,
         applied: false,
-        reason: row
-          ? `lease ${o.token} is no longer held: task is ${row.status}${row.leaseToken ? ` under lease ${row.leaseToken}` : ""}`
+        reason: held
+          ? `lease ${o.token} is no longer held: task is ${held.status}${held.leaseToken ? ` under lease ${held.leaseToken}` : ""}`
           : "task not found",
       };
     }
+    const row = held;
     const actor = `worker:${req.workerId}`;
     if (o.kind === "complete") {
       this.transition({
@@ -371,7 +384,7 @@ export class SqliteStore implements Store {
       this.wakePending = true;
       return { taskId: row.id, applied: true, status: "queued" };
     }
-    const decision = this.applyFailure(row, o.failure, req.planner, actor);
+    const decision = this.applyFailure(this.requireTask(row.id), o.failure, req.planner, actor);
     touched.add(row.workstreamId);
     return {
       taskId: row.id,
@@ -494,7 +507,7 @@ export class SqliteStore implements Store {
     const ws = this.getWorkstreamRow(workstreamId);
     if (!ws) return;
     const live = this.stmt(
-      `SELECT COUNT(*) AS n FROM tasks WHERE workstream_id = ? AND status IN ('queued','running')`,
+      `SELECT COUNT(*) AS n FROM (SELECT 1 FROM tasks WHERE workstream_id = ? AND status IN ('queued','running') LIMIT 1)`,
     ).get(workstreamId) as { n: number };
     if (ws.status === "active" && live.n === 0) {
       const unsatisfied = this.stmt(

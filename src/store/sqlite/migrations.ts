@@ -77,7 +77,6 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     hash TEXT NOT NULL
   );
   CREATE INDEX transitions_entity ON transitions(entity_id, seq);
-  CREATE INDEX transitions_workstream ON transitions(workstream_id, seq);
 
   CREATE TABLE interventions (
     id TEXT PRIMARY KEY,

@@ -1,0 +1,30 @@
+export { type Clock, FakeClock, systemClock } from "./engine/clock.js";
+export { type TaskView, viewWorkstream, type WorkstreamView } from "./engine/inspect.js";
+export { Monitor, type MonitorOptions } from "./engine/Monitor.js";
+export { createPlanner, type PlannerOptions } from "./engine/planner.js";
+export { type RunOptions, type RunResult, runWorkstream } from "./engine/run.js";
+export { type SubmitOptions, submitWorkstream } from "./engine/submit.js";
+export { LeaseLostError, Worker, type WorkerOptions } from "./engine/Worker.js";
+export { isMendError, MendError, type MendErrorCode } from "./errors.js";
+export {
+  defineWorkstream,
+  validateDefinition,
+  type WorkstreamDefinition,
+} from "./model/definition.js";
+export type { Failure, FailureCategory } from "./model/failure.js";
+export {
+  defineTask,
+  type HandlerFn,
+  type HandlerMap,
+  type TaskContext,
+  type TaskDefinition,
+} from "./model/handler.js";
+export { loadDefinitionFile, loadHandlersModule } from "./model/load.js";
+export type * from "./model/records.js";
+export type { RetryPolicy, TaskSpec, WorkstreamSpec } from "./model/spec.js";
+export type { TaskStatus, WorkerStatus, WorkstreamStatus } from "./model/states.js";
+export { TRANSITIONS } from "./model/states.js";
+export { classifyError } from "./recovery/classify.js";
+export { RETRY_PRESETS } from "./recovery/retry.js";
+export { openStore, resolveStoreUrl } from "./store/open.js";
+export type { Store } from "./store/store.js";

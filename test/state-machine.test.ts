@@ -1,0 +1,213 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { MendError } from "../src/errors.js";
+import {
+  assertTransition,
+  canTransition,
+  type EntityKind,
+  TASK_STATUSES,
+  TERMINAL_TASK_STATUSES,
+  TRANSITIONS,
+  WORKER_STATUSES,
+  WORKSTREAM_STATUSES,
+} from "../src/model/states.js";
+
+const STATUSES: Record<EntityKind, readonly string[]> = {
+  task: TASK_STATUSES,
+  workstream: WORKSTREAM_STATUSES,
+  worker: WORKER_STATUSES,
+};
+const KINDS = Object.keys(STATUSES) as EntityKind[];
+
+/** The table as data the tests own, so a silent edit of the table is caught here. */
+const EXPECTED: Record<EntityKind, Record<string, string[]>> = {
+  task: {
+    "": ["pending", "queued"],
+    pending: ["queued", "cancelled", "skipped"],
+    queued: ["running", "pending", "cancelled", "skipped"],
+    running: ["completed", "queued", "failed", "cancelled"],
+    completed: [],
+    failed: ["queued", "pending", "skipped"],
+    cancelled: ["queued", "pending"],
+    skipped: ["queued", "pending"],
+  },
+  workstream: {
+    "": ["active"],
+    active: ["completed", "failed", "cancelled"],
+    completed: ["active"],
+    failed: ["active", "cancelled"],
+    cancelled: ["active"],
+  },
+  worker: {
+    "": ["idle", "busy"],
+    idle: ["busy", "unresponsive", "shutdown"],
+    busy: ["idle", "unresponsive", "shutdown"],
+    unresponsive: ["idle", "busy", "shutdown"],
+    shutdown: ["idle", "busy"],
+  },
+};
+
+function refusal(kind: EntityKind, from: string | null, to: string): unknown {
+  try {
+    assertTransition(kind, "x", from, to);
+    return null;
+  } catch (err) {
+    return err;
+  }
+}
+
+describe("transition table", () => {
+  it("is exactly the documented table", () => {
+    for (const kind of KINDS) {
+      const table = TRANSITIONS[kind] as Record<string, readonly string[]>;
+      expect(Object.keys(table).sort()).toEqual(["", ...STATUSES[kind]].sort());
+      for (const [from, tos] of Object.entries(EXPECTED[kind])) {
+        expect([...table[from]!].sort(), `${kind} ${from || "(new)"}`).toEqual([...tos].sort());
+      }
+    }
+  });
+
+  it("only names known statuses", () => {
+    for (const kind of KINDS) {
+      for (const tos of Object.values(TRANSITIONS[kind])) {
+        for (const to of tos) expect(STATUSES[kind]).toContain(to);
+      }
+    }
+  });
+
+  for (const kind of KINDS) {
+    const sources: (string | null)[] = [null, ...STATUSES[kind]];
+    const pairs = sources.flatMap((from) => STATUSES[kind].map((to) => [from, to] as const));
+
+    it(`${kind}: accepts every allowed transition`, () => {
+      let allowed = 0;
+      for (const [from, to] of pairs) {
+        if (!EXPECTED[kind][from ?? ""]!.includes(to)) continue;
+        allowed++;
+        expect(canTransition(kind, from, to)).toBe(true);
+        expect(() => assertTransition(kind, "x", from, to)).not.toThrow();
+      }
+      expect(allowed).toBeGreaterThan(0);
+    });
+
+    it(`${kind}: refuses every other pair with illegal_transition`, () => {
+      let refused = 0;
+      for (const [from, to] of pairs) {
+        if (EXPECTED[kind][from ?? ""]!.includes(to)) continue;
+        refused++;
+        expect(canTransition(kind, from, to), `${from} -> ${to}`).toBe(false);
+        const err = refusal(kind, from, to);
+        expect(err, `${kind} ${from} -> ${to}`).toBeInstanceOf(MendError);
+        expect((err as MendError).code).toBe("illegal_transition");
+        expect((err as MendError).exitCode).toBe(4);
+        expect((err as MendError).context).toMatchObject({ kind, id: "x", from, to });
+        expect((err as MendError).message).toContain(from ?? "(new)");
+        expect((err as MendError).message).toContain(to);
+      }
+      // Every status to itself is refused, so there is at least one refusal per status.
+      expect(refused).toBeGreaterThanOrEqual(STATUSES[kind].length);
+    });
+
+    it(`${kind}: refuses unknown statuses on either side`, () => {
+      expect((refusal(kind, "bogus", STATUSES[kind][0]!) as MendError).code).toBe(
+        "illegal_transition",
+      );
+      expect((refusal(kind, null, "bogus") as MendError).code).toBe("illegal_transition");
+      for (const s of STATUSES[kind]) {
+        expect((refusal(kind, s, "bogus") as MendError).code).toBe("illegal_transition");
+      }
+    });
+  }
+
+  it("no status moves to itself", () => {
+    for (const kind of KINDS) {
+      for (const s of STATUSES[kind]) expect(canTransition(kind, s, s)).toBe(false);
+    }
+  });
+
+  it("completed tasks have no exits", () => {
+    expect(TRANSITIONS.task.completed).toEqual([]);
+    for (const to of TASK_STATUSES) {
+      const err = refusal("task", "completed", to);
+      expect((err as MendError).code).toBe("illegal_transition");
+    }
+  });
+
+  it("terminal task statuses are not left except by operator/revival moves", () => {
+    expect([...TERMINAL_TASK_STATUSES].sort()).toEqual(
+      ["cancelled", "completed", "failed", "skipped"].sort(),
+    );
+    for (const s of TERMINAL_TASK_STATUSES) {
+      // A terminal task never goes back to running directly: it must be queued (claimed) again.
+      expect(canTransition("task", s, "running")).toBe(false);
+      expect(canTransition("task", s, "completed")).toBe(false);
+    }
+    // Only a running task can complete or fail.
+    for (const s of TASK_STATUSES) {
+      expect(canTransition("task", s, "completed")).toBe(s === "running");
+      expect(canTransition("task", s, "failed")).toBe(s === "running");
+    }
+  });
+});
+
+describe("random walks over the table", () => {
+  for (const kind of KINDS) {
+    it(`${kind}: only ever reaches known statuses, each step accepted`, () => {
+      const table = TRANSITIONS[kind] as Record<string, readonly string[]>;
+      fc.assert(
+        fc.property(fc.array(fc.nat(), { minLength: 1, maxLength: 60 }), (choices) => {
+          let state: string | null = null;
+          const visited: string[] = [];
+          for (const c of choices) {
+            const exits: readonly string[] = table[state ?? ""] ?? [];
+            if (exits.length === 0) {
+              // A dead end is only ever `completed`.
+              expect(kind === "task" && state === "completed").toBe(true);
+              break;
+            }
+            const next: string = exits[c % exits.length]!;
+            expect(() => assertTransition(kind, "walk", state, next)).not.toThrow();
+            state = next;
+            visited.push(state);
+            expect(STATUSES[kind]).toContain(state);
+            // And from the reached state, every illegal move is still refused.
+            for (const to of STATUSES[kind]) {
+              expect(canTransition(kind, state, to)).toBe(table[state]!.includes(to));
+            }
+          }
+          expect(visited.length).toBeGreaterThan(0);
+        }),
+        { numRuns: 300 },
+      );
+    });
+  }
+
+  it("task: every status is reachable from creation, and every walk can end terminal", () => {
+    const table = TRANSITIONS.task as Record<string, readonly string[]>;
+    const reachable = new Set<string>();
+    const frontier = [...table[""]!];
+    while (frontier.length) {
+      const s = frontier.pop()!;
+      if (reachable.has(s)) continue;
+      reachable.add(s);
+      frontier.push(...table[s]!);
+    }
+    expect([...reachable].sort()).toEqual([...TASK_STATUSES].sort());
+    // From every status some terminal status is reachable (nothing is stuck forever).
+    for (const start of TASK_STATUSES) {
+      const seen = new Set<string>([start]);
+      const todo = [start as string];
+      let terminal = TERMINAL_TASK_STATUSES.has(start);
+      while (todo.length && !terminal) {
+        for (const n of table[todo.pop()!]!) {
+          if (TERMINAL_TASK_STATUSES.has(n as never)) terminal = true;
+          if (!seen.has(n)) {
+            seen.add(n);
+            todo.push(n);
+          }
+        }
+      }
+      expect(terminal, start).toBe(true);
+    }
+  });
+});
