@@ -102,7 +102,14 @@ export class Worker {
     this.batchSize = positive("batchSize", options.batchSize ?? 100);
     this.id = options.id ?? newId("w", this.clock.now());
     this.log = (options.logger ?? silentLogger).child({ worker: this.id });
-    this.planner = options.planner ?? createPlanner();
+    this.planner =
+      options.planner ??
+      createPlanner({
+        customDelay: (name) =>
+          Object.hasOwn(this.handlers, name)
+            ? resolveHandler(this.handlers, name).retry?.customDelay
+            : undefined,
+      });
     this.done = new Promise<void>((resolve, reject) => {
       this.drained = resolve;
       this.fatal = reject;
@@ -268,6 +275,8 @@ export class Worker {
   private async runHandler(task: TaskRecord, signal: AbortSignal): Promise<Outcome> {
     const token = task.leaseToken!;
     const def = resolveHandler(this.handlers, task.handler);
+    const parentLog = this.log;
+    let log: Logger | undefined;
     const ctx: TaskContext = {
       input: task.input,
       attempt: task.attempts,
@@ -275,7 +284,11 @@ export class Worker {
       idempotencyKey: task.idempotencyKey,
       taskId: task.id,
       workstreamId: task.workstreamId,
-      log: this.log.child({ task: task.id, attempt: task.attempts }),
+      // Built on first use: most handlers never log, and a child logger per task is not free.
+      get log() {
+        log ??= parentLog.child({ task: task.id, attempt: task.attempts });
+        return log;
+      },
       heartbeat: () => this.schedulePump(),
     };
     try {

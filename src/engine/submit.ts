@@ -1,10 +1,15 @@
-import { validateDefinition } from "../model/definition.js";
-import { type HandlerMap, handlerNames } from "../model/handler.js";
+import { normalizeRetry, validateDefinition } from "../model/definition.js";
+import { parseDuration } from "../model/duration.js";
+import { type HandlerMap, handlerNames, resolveHandler } from "../model/handler.js";
+import type { WorkstreamSpec } from "../model/spec.js";
 import type { Store } from "../store/store.js";
 
 /** Options of {@link submitWorkstream}. */
 export interface SubmitOptions {
-  /** When given, every task's handler must be one of these (checked before anything is written). */
+  /**
+   * When given, every task's handler must be one of these (checked before anything is written),
+   * and a handler's own `retry` and `timeout` apply to tasks whose definition sets neither.
+   */
   handlers?: HandlerMap;
   /** Largest accepted task input, in bytes of JSON. */
   maxInputBytes?: number;
@@ -24,5 +29,24 @@ export async function submitWorkstream(
     handlers: options.handlers ? handlerNames(options.handlers) : undefined,
     maxInputBytes: options.maxInputBytes,
   });
+  if (options.handlers) applyHandlerDefaults(spec, definition, options.handlers);
   return store.submit(spec, options.actor ?? "engine");
+}
+
+type RawTask = { retry?: unknown; timeout?: unknown };
+type RawDefinition = { tasks: RawTask[]; defaults?: RawTask };
+
+/** Where the definition says nothing about retry or timeout, the handler's settings apply. */
+function applyHandlerDefaults(spec: WorkstreamSpec, raw: unknown, handlers: HandlerMap): void {
+  const def = raw as RawDefinition;
+  spec.tasks.forEach((task, i) => {
+    const written = def.tasks[i] ?? {};
+    const handler = resolveHandler(handlers, task.handler);
+    if (handler.retry && written.retry === undefined && def.defaults?.retry === undefined) {
+      task.retry = normalizeRetry(handler.retry);
+    }
+    if (handler.timeout !== undefined && written.timeout === undefined && def.defaults?.timeout === undefined) {
+      task.timeoutMs = parseDuration(handler.timeout);
+    }
+  });
 }

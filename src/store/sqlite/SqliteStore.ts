@@ -17,7 +17,13 @@ import { assertTransition, type EntityKind, type WorkerStatus } from "../../mode
 import { EVENTS, type EventName, severitiesFrom } from "../../observe/events.js";
 import type { FailureDecision } from "../../recovery/retry.js";
 import { ChainVerifier, GENESIS_HASH, transitionHash } from "../chain.js";
-import { applyTransition, emptySnapshot, type StateSnapshot, withoutLiveness } from "../replay.js";
+import {
+  applyTransition,
+  emptySnapshot,
+  LIVENESS,
+  type StateSnapshot,
+  withoutLiveness,
+} from "../replay.js";
 import type {
   Actor,
   ExchangeRequest,
@@ -33,6 +39,7 @@ import type {
   WorkerInfo,
 } from "../store.js";
 import {
+  type ColumnKind,
   ENTITY_TABLES,
   encodeField,
   rowToIntervention,
@@ -70,6 +77,14 @@ interface Change {
   detail?: Record<string, unknown> | null;
 }
 
+/** A prepared write for one entity and field list, with how each field is encoded. */
+interface WriteShape {
+  stmt: Database.Statement;
+  kinds: ColumnKind[];
+  /** Fields left out of the log (heartbeat-maintained). */
+  liveness: boolean[];
+}
+
 /** Terminal statuses that let dependents run. Non-critical failures count, with a warning. */
 const SATISFIED_SQL = `(t.status IN ('completed','skipped') OR (t.status = 'failed' AND t.critical = 0))`;
 
@@ -83,8 +98,9 @@ export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly clock: Clock;
   private readonly statements = new Map<string, Database.Statement>();
-  /** UPDATE statements by entity and patched fields, so the hot path builds no SQL text. */
-  private readonly updateSql = new Map<string, string>();
+  /** Write statements by entity and fields, so the hot path builds no SQL text. */
+  private readonly shapes = new Map<string, WriteShape>();
+  private readonly insertTransition: Database.Statement;
   private readonly wakePath: string;
   private wakeFd: number | null = null;
   private watcher: FSWatcher | null = null;
@@ -105,6 +121,10 @@ export class SqliteStore implements Store {
     this.db.pragma(`synchronous = ${options.synchronous ?? "FULL"}`);
     this.db.pragma("foreign_keys = ON");
     this.migrate();
+    this.insertTransition = this.db.prepare(
+      `INSERT INTO transitions (seq, at, entity, entity_id, workstream_id, from_state, to_state, event, severity, actor, data, detail, hash)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
     this.wakePath = `${path}-wake`;
   }
 
@@ -152,7 +172,7 @@ export class SqliteStore implements Store {
   // ---------------------------------------------------------------- the write path
 
   /** Appends one record to the hash-chained log; returns its seq. */
-  private append(c: Change, data: Record<string, unknown>, at: number): number {
+  private append(c: Change, dataJson: string, at: number): number {
     if (!this.cursor) {
       const last = this.stmt("SELECT seq, hash FROM transitions ORDER BY seq DESC LIMIT 1").get() as
         | { seq: number; hash: string }
@@ -160,7 +180,6 @@ export class SqliteStore implements Store {
       this.cursor = last ?? { seq: 0, hash: GENESIS_HASH };
     }
     const seq = this.cursor.seq + 1;
-    const dataJson = JSON.stringify(data);
     const detailJson = c.detail ? JSON.stringify(c.detail) : null;
     const severity = EVENTS[c.event];
     const hash = transitionHash(this.cursor.hash, {
@@ -177,10 +196,7 @@ export class SqliteStore implements Store {
       dataJson,
       detailJson,
     });
-    this.stmt(
-      `INSERT INTO transitions (seq, at, entity, entity_id, workstream_id, from_state, to_state, event, severity, actor, data, detail, hash)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(
+    this.insertTransition.run(
       seq,
       at,
       c.kind,
@@ -218,27 +234,30 @@ export class SqliteStore implements Store {
   private transition(c: Change): number {
     assertTransition(c.kind, c.id, c.from, c.to);
     const at = this.clock.now();
-    const { table, columns } = ENTITY_TABLES[c.kind];
-    const patch: Record<string, unknown> = { ...c.patch, status: c.to, updatedAt: at };
-    if (c.kind === "worker") delete patch.updatedAt;
+    const patch: Record<string, unknown> = { ...c.patch, status: c.to };
+    if (c.kind !== "worker") patch.updatedAt = at;
+    const fields = Object.keys(patch);
+    const shape = this.shape(c.kind, c.from === null, fields);
+    const values = new Array<unknown>(fields.length);
+    // The record's data is the patch as JSON, built from the encoded columns so each JSON
+    // value (inputs can be large) is serialized once.
+    let dataJson = "{";
+    for (let i = 0; i < fields.length; i++) {
+      const field = fields[i]!;
+      const kind = shape.kinds[i]!;
+      const encoded = encodeField(kind, patch[field]);
+      values[i] = encoded;
+      if (shape.liveness[i]) continue;
+      const json =
+        encoded === null ? "null" : kind === "json" ? (encoded as string) : JSON.stringify(patch[field]);
+      dataJson += `${dataJson.length > 1 ? "," : ""}"${field}":${json}`;
+    }
+    dataJson += "}";
     if (c.from === null) {
-      const fields = Object.keys(patch);
-      const sql = `INSERT INTO ${table} (${fields.map((f) => columns[f]![0]).join(", ")}) VALUES (${fields.map(() => "?").join(", ")})`;
-      this.stmt(sql).run(...fields.map((f) => encodeField(columns[f]![1], patch[f])));
+      shape.stmt.run(values);
     } else {
-      const fields = Object.keys(patch);
-      const signature = `${c.kind}:${fields.join(",")}`;
-      let sql = this.updateSql.get(signature);
-      if (sql === undefined) {
-        sql = `UPDATE ${table} SET ${fields.map((f) => `${columns[f]![0]} = ?`).join(", ")} WHERE id = ? AND status = ?`;
-        this.updateSql.set(signature, sql);
-      }
-      const info = this.stmt(sql).run(
-        ...fields.map((f) => encodeField(columns[f]![1], patch[f])),
-        c.id,
-        c.from,
-      );
-      if (info.changes !== 1) {
+      values.push(c.id, c.from);
+      if (shape.stmt.run(values).changes !== 1) {
         throw new MendError("refused", `${c.kind} ${c.id} is no longer ${c.from}`, {
           kind: c.kind,
           id: c.id,
@@ -246,7 +265,32 @@ export class SqliteStore implements Store {
         });
       }
     }
-    return this.append(c, withoutLiveness(c.kind, patch), at);
+    return this.append(c, dataJson, at);
+  }
+
+  /** The prepared INSERT or guarded UPDATE for an entity and a set of fields, built once. */
+  private shape(kind: EntityKind, insert: boolean, fields: string[]): WriteShape {
+    const signature = `${insert ? "i" : "u"}:${kind}:${fields.join(",")}`;
+    let shape = this.shapes.get(signature);
+    if (!shape) {
+      const { table, columns } = ENTITY_TABLES[kind];
+      const cols = fields.map((f) => {
+        const col = columns[f];
+        if (!col) throw new MendError("internal", `${kind} has no field ${f}`, { kind, field: f });
+        return col;
+      });
+      const sql = insert
+        ? `INSERT INTO ${table} (${cols.map((c) => c[0]).join(", ")}) VALUES (${cols.map(() => "?").join(", ")})`
+        : `UPDATE ${table} SET ${cols.map((c) => `${c[0]} = ?`).join(", ")} WHERE id = ? AND status = ?`;
+      const live: readonly string[] = LIVENESS[kind];
+      shape = {
+        stmt: this.db.prepare(sql),
+        kinds: cols.map((c) => c[1]),
+        liveness: fields.map((f) => live.includes(f)),
+      };
+      this.shapes.set(signature, shape);
+    }
+    return shape;
   }
 
   private intervention(who: Actor, target: string, before: unknown, after: unknown): void {
@@ -687,12 +731,15 @@ export class SqliteStore implements Store {
 
   async markSilentWorkers(unresponsiveMs: number, shutdownMs: number): Promise<WorkerRecord[]> {
     const now = this.clock.now();
-    return this.write(() => {
-      const changed: WorkerRecord[] = [];
-      const rows = this.stmt(
+    const silent = () =>
+      this.stmt(
         `SELECT * FROM workers WHERE (status IN ('idle','busy') AND heartbeat_at < ?) OR (status = 'unresponsive' AND heartbeat_at < ?)`,
       ).all(now - unresponsiveMs, now - shutdownMs) as Row[];
-      for (const r of rows) {
+    // Read first: the common case changes nothing and needs no write lock.
+    if (silent().length === 0) return [];
+    return this.write(() => {
+      const changed: WorkerRecord[] = [];
+      for (const r of silent()) {
         const w = rowToWorker(r);
         const to = w.status === "unresponsive" ? "shutdown" : "unresponsive";
         this.transition({

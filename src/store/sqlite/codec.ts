@@ -8,7 +8,7 @@ import type {
 import type { EntityKind } from "../../model/states.js";
 
 /** How a record field is stored in its column. */
-type ColumnKind = "plain" | "json" | "bool";
+export type ColumnKind = "plain" | "json" | "bool";
 type FieldMap<R> = { [K in keyof R]-?: readonly [column: string, kind: ColumnKind] };
 
 const TASK_COLUMNS: FieldMap<TaskRecord> = {
