@@ -31,15 +31,13 @@ const INTERVENTION_EVENTS: ReadonlySet<string> = new Set([
 
 /** What the report is computed from. */
 export interface ReportInput {
-  workstream: Pick<WorkstreamRecord, "id" | "name" | "status">;
+  workstream: Pick<WorkstreamRecord, "id" | "name" | "status" | "createdAt" | "updatedAt">;
   /** The workstream's tasks at the end. */
   tasks: readonly Pick<TaskRecord, "id" | "key" | "status">[];
   /** The transition log; records of other workstreams are ignored. */
   transitions: readonly TransitionRecord[];
   /** Handler executions that reached success (the side-effect ledger); entries of other workstreams are ignored. */
   executions?: readonly LedgerEntry[];
-  /** Wall time of the run, when known. */
-  wallMs?: number;
 }
 
 /** One task that failed at least once, and what became of it. */
@@ -57,6 +55,7 @@ export interface TaskFailures {
 /** The recovery report. Counts of tasks unless said otherwise. */
 export interface RecoveryReport {
   workstream: { id: string; name: string; status: string };
+  /** From submission until the workstream settled; null while it is still active. */
   wallMs: number | null;
   tasks: { total: number; completed: number; byStatus: Record<TaskStatus, number> };
   /** Attempts started (claims). */
@@ -172,7 +171,10 @@ export function computeReport(input: ReportInput): RecoveryReport {
 
   return {
     workstream: { id: wsId, name: input.workstream.name, status: input.workstream.status },
-    wallMs: input.wallMs ?? null,
+    wallMs:
+      input.workstream.status === "active"
+        ? null
+        : input.workstream.updatedAt - input.workstream.createdAt,
     tasks: { total: accepted.size, completed: byStatus.completed, byStatus },
     attempts,
     failures: {
@@ -229,11 +231,14 @@ export function formatReport(report: RecoveryReport): string {
         : `p50 ${formatDuration(report.timeToRecoverMs.p50)}  p90 ${formatDuration(report.timeToRecoverMs.p90)}  max ${formatDuration(report.timeToRecoverMs.max)}`,
     ),
     row("interventions", report.interventions),
-    row(
-      "tasks lost",
-      report.lost.count,
-      `${mustBeZero(report.lost.count)}${report.lost.count ? ` (${report.lost.tasks.join(", ")})` : ""}`,
-    ),
+    // Until the workstream settles its open tasks are unfinished, not lost: they are in the store.
+    ws.status === "active"
+      ? row("tasks not finished", report.lost.count, `(${report.lost.tasks.join(", ")})`)
+      : row(
+          "tasks lost",
+          report.lost.count,
+          `${mustBeZero(report.lost.count)}${report.lost.count ? ` (${report.lost.tasks.join(", ")})` : ""}`,
+        ),
     row(
       "duplicate completions",
       report.duplicateCompletions.count,

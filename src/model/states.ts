@@ -55,7 +55,8 @@ export const TRANSITIONS = {
   },
   worker: {
     "": ["idle", "busy"],
-    idle: ["busy", "unresponsive", "shutdown"],
+    // idle → idle: a worker re-registering under the same id (a restarted process).
+    idle: ["idle", "busy", "unresponsive", "shutdown"],
     busy: ["idle", "unresponsive", "shutdown"],
     unresponsive: ["idle", "busy", "shutdown"],
     shutdown: ["idle", "busy"],
