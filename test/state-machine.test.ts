@@ -28,19 +28,20 @@ const EXPECTED: Record<EntityKind, Record<string, string[]>> = {
     running: ["completed", "queued", "failed", "cancelled"],
     completed: [],
     failed: ["queued", "pending", "skipped"],
-    cancelled: ["queued", "pending"],
+    cancelled: ["queued", "pending", "skipped"],
     skipped: ["queued", "pending"],
   },
   workstream: {
     "": ["active"],
     active: ["completed", "failed", "cancelled"],
     completed: ["active"],
-    failed: ["active", "cancelled"],
+    failed: ["active", "completed", "cancelled"],
     cancelled: ["active"],
   },
   worker: {
     "": ["idle", "busy"],
-    idle: ["busy", "unresponsive", "shutdown"],
+    // idle → idle: a worker re-registering under the same id (a restarted process).
+    idle: ["idle", "busy", "unresponsive", "shutdown"],
     busy: ["idle", "unresponsive", "shutdown"],
     unresponsive: ["idle", "busy", "shutdown"],
     shutdown: ["idle", "busy"],
@@ -104,8 +105,8 @@ describe("transition table", () => {
         expect((err as MendError).message).toContain(from ?? "(new)");
         expect((err as MendError).message).toContain(to);
       }
-      // Every status to itself is refused, so there is at least one refusal per status.
-      expect(refused).toBeGreaterThanOrEqual(STATUSES[kind].length);
+      // (Almost) every status to itself is refused, so there are many refusals.
+      expect(refused).toBeGreaterThanOrEqual(STATUSES[kind].length - 1);
     });
 
     it(`${kind}: refuses unknown statuses on either side`, () => {
@@ -119,9 +120,11 @@ describe("transition table", () => {
     });
   }
 
-  it("no status moves to itself", () => {
+  it("no status moves to itself, except a worker re-registering while idle", () => {
     for (const kind of KINDS) {
-      for (const s of STATUSES[kind]) expect(canTransition(kind, s, s)).toBe(false);
+      for (const s of STATUSES[kind]) {
+        expect(canTransition(kind, s, s), `${kind} ${s}`).toBe(kind === "worker" && s === "idle");
+      }
     }
   });
 

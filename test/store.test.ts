@@ -460,7 +460,7 @@ describe("operator actions", () => {
   });
 
   it("skip and cancel: allowed moves, logged with actor and reason", async () => {
-    const { store } = setup();
+    const { store, clock } = setup();
     const { workstreamId } = await store.submit(
       spec([{ id: "a" }, { id: "b", deps: ["a"] }, { id: "c" }]),
     );
@@ -469,6 +469,7 @@ describe("operator actions", () => {
       reason: "not needed",
     });
     expect(skipped.status).toBe("skipped");
+    clock.advance(1);
     const cancelled = await store.cancelTask(`${workstreamId}/c`, {
       actor: "bob",
       reason: null,
@@ -512,8 +513,60 @@ describe("operator actions", () => {
     expect((await store.getWorkstream(workstreamId))!.status).toBe("completed");
   });
 
-  it("refuses actions the task's state does not allow, writing nothing", async () => {
+  it("a cancelled task can be skipped, and its dependents then proceed", async () => {
     const { store } = setup();
+    const { workstreamId } = await store.submit(spec([{ id: "a" }, { id: "b", deps: ["a"] }]));
+    await store.cancelTask(`${workstreamId}/a`, operator);
+    const after = await store.skipTask(`${workstreamId}/a`, operator);
+    expect(after.status).toBe("skipped");
+    expect(await statusesByKey(store, workstreamId)).toEqual({ a: "skipped", b: "queued" });
+    expect((await store.getWorkstream(workstreamId))!.status).toBe("active");
+    await expectConsistent(store);
+  });
+
+  it("retrying a skipped dependency makes its not-yet-started dependents wait for it again", async () => {
+    const { store } = setup();
+    const { workstreamId } = await store.submit(spec([{ id: "a" }, { id: "b", deps: ["a"] }]));
+    await store.skipTask(`${workstreamId}/a`, operator);
+    expect((await statusesByKey(store, workstreamId)).b).toBe("queued");
+    await store.retryTask(`${workstreamId}/a`, {}, operator);
+    // a will run again: b must not start before a is done (DAG invariant).
+    expect(await statusesByKey(store, workstreamId)).toEqual({ a: "queued", b: "pending" });
+    const claimed = await claim(store, 5);
+    expect(claimed.map((t) => t.key)).toEqual(["a"]);
+    await settle(store, [complete(claimed[0]!)]);
+    expect((await statusesByKey(store, workstreamId)).b).toBe("queued");
+  });
+
+  it("retrying a non-critical failed dependency makes its queued dependents wait for it again", async () => {
+    const { store } = setup();
+    const { workstreamId } = await store.submit(
+      spec([
+        { id: "a", critical: false, maxAttempts: 1 },
+        { id: "b", deps: ["a"] },
+      ]),
+    );
+    const a = await run(store, "a");
+    await settle(store, [fail(a)]);
+    expect((await statusesByKey(store, workstreamId)).b).toBe("queued");
+    await store.retryTask(a.id, {}, operator);
+    expect(await statusesByKey(store, workstreamId)).toEqual({ a: "queued", b: "pending" });
+    expect((await claim(store, 5)).map((t) => t.key)).toEqual(["a"]);
+  });
+
+  it("lists interventions in the order they were made, even within one millisecond", async () => {
+    const { store } = setup();
+    const keys = Array.from({ length: 8 }, (_, i) => `t${i}`);
+    const { workstreamId } = await store.submit(spec(keys.map((id) => ({ id }))));
+    // The fake clock does not move: every intervention has the same timestamp.
+    for (const k of keys) await store.cancelTask(`${workstreamId}/${k}`, operator);
+    expect((await store.listInterventions()).map((i) => i.target)).toEqual(
+      keys.map((k) => `${workstreamId}/${k}`),
+    );
+  });
+
+  it("refuses actions the task's state does not allow, writing nothing", async () => {
+    const { store, clock } = setup();
     const { workstreamId } = await store.submit(
       spec([{ id: "done" }, { id: "run" }, { id: "wait", deps: ["done"] }, { id: "q" }]),
     );
@@ -542,6 +595,7 @@ describe("operator actions", () => {
     expect(skipRunning.message).toMatch(/cancel it first/);
 
     await store.skipTask(id("q"), operator);
+    clock.advance(1);
     const afterSkip = await logLength(store);
     await expectRefused(store.skipTask(id("q"), operator)); // already skipped
     await store.cancelTask(id("wait"), operator);

@@ -260,6 +260,13 @@ export class Worker {
   }
 
   private execute(task: TaskRecord): void {
+    // Claimed again while an earlier attempt still runs here (its lease expired meanwhile):
+    // that attempt can no longer report, so stop it.
+    const stale = this.running.get(task.id);
+    if (stale) {
+      this.clock.clearTimeout(stale.timer);
+      stale.controller.abort(new LeaseLostError(`lease on ${task.id} expired; task claimed again`));
+    }
     const controller = new AbortController();
     const timer = this.clock.setTimeout(
       () => controller.abort(new TaskTimeoutError(`task timed out after ${task.timeoutMs} ms`)),

@@ -45,7 +45,11 @@ function applyHandlerDefaults(spec: WorkstreamSpec, raw: unknown, handlers: Hand
     if (handler.retry && written.retry === undefined && def.defaults?.retry === undefined) {
       task.retry = normalizeRetry(handler.retry);
     }
-    if (handler.timeout !== undefined && written.timeout === undefined && def.defaults?.timeout === undefined) {
+    if (
+      handler.timeout !== undefined &&
+      written.timeout === undefined &&
+      def.defaults?.timeout === undefined
+    ) {
       task.timeoutMs = parseDuration(handler.timeout);
     }
   });

@@ -34,6 +34,8 @@ export type EntityKind = "task" | "workstream" | "worker";
  * - task `queued → pending`: an operator reset (rollback) — kept for the state-recovery work.
  * - task `running → queued`: a retry after failure, a lost lease, or a graceful release.
  * - task `failed|cancelled|skipped → queued|pending`: operator retry / revival.
+ * - task `queued → pending`: also a dependent sent back to wait when its dependency is retried.
+ * - workstream `failed → completed`: an operator skipped what made it fail.
  */
 export const TRANSITIONS = {
   task: {
@@ -43,14 +45,14 @@ export const TRANSITIONS = {
     running: ["completed", "queued", "failed", "cancelled"],
     completed: [],
     failed: ["queued", "pending", "skipped"],
-    cancelled: ["queued", "pending"],
+    cancelled: ["queued", "pending", "skipped"],
     skipped: ["queued", "pending"],
   },
   workstream: {
     "": ["active"],
     active: ["completed", "failed", "cancelled"],
     completed: ["active"],
-    failed: ["active", "cancelled"],
+    failed: ["active", "completed", "cancelled"],
     cancelled: ["active"],
   },
   worker: {

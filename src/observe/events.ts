@@ -12,6 +12,7 @@ export const EVENTS = {
   workstream_reopened: "info",
   task_created: "info",
   task_ready: "info",
+  task_waiting: "info",
   task_started: "info",
   task_completed: "info",
   task_recovered: "info",

@@ -43,6 +43,7 @@ import {
   ENTITY_TABLES,
   encodeField,
   rowToIntervention,
+  rowToRawTransition,
   rowToTask,
   rowToTransition,
   rowToWorker,
@@ -249,7 +250,11 @@ export class SqliteStore implements Store {
       values[i] = encoded;
       if (shape.liveness[i]) continue;
       const json =
-        encoded === null ? "null" : kind === "json" ? (encoded as string) : JSON.stringify(patch[field]);
+        encoded === null
+          ? "null"
+          : kind === "json"
+            ? (encoded as string)
+            : JSON.stringify(patch[field]);
       dataJson += `${dataJson.length > 1 ? "," : ""}"${field}":${json}`;
     }
     dataJson += "}";
@@ -386,7 +391,7 @@ export class SqliteStore implements Store {
     ).get(o.taskId) as
       | Pick<TaskRecord, "id" | "workstreamId" | "status" | "leaseToken" | "attempts">
       | undefined;
-    if (!held || held.status !== "running" || held.leaseToken !== o.token) {
+    if (held?.status !== "running" || held.leaseToken !== o.token) {
       return {
         taskId: o.taskId,
         applied: false,
@@ -523,6 +528,26 @@ export class SqliteStore implements Store {
     }
   }
 
+  /** A reopened dependency no longer satisfies its dependents: queued ones wait again. */
+  private holdDependents(taskId: string, actor: string): void {
+    const queued = this.stmt(
+      `SELECT t.id, t.workstream_id FROM task_deps d JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ? AND t.status = 'queued'`,
+    ).all(taskId) as { id: string; workstream_id: string }[];
+    for (const t of queued) {
+      this.transition({
+        kind: "task",
+        id: t.id,
+        from: "queued",
+        to: "pending",
+        patch: {},
+        event: "task_waiting",
+        actor,
+        workstreamId: t.workstream_id,
+        detail: { reason: `dependency ${taskId} was reopened` },
+      });
+    }
+  }
+
   private cancelOpenTasks(workstreamId: string, actor: string, reason: string): void {
     const open = this.stmt(
       `SELECT id, status FROM tasks WHERE workstream_id = ? AND status IN ('pending','queued')`,
@@ -553,40 +578,47 @@ export class SqliteStore implements Store {
     const live = this.stmt(
       `SELECT COUNT(*) AS n FROM (SELECT 1 FROM tasks WHERE workstream_id = ? AND status IN ('queued','running') LIMIT 1)`,
     ).get(workstreamId) as { n: number };
-    if (ws.status === "active" && live.n === 0) {
-      const unsatisfied = this.stmt(
-        `SELECT COUNT(*) AS n FROM tasks t WHERE t.workstream_id = ? AND NOT ${SATISFIED_SQL}`,
-      ).get(workstreamId) as { n: number };
-      const to = unsatisfied.n === 0 ? "completed" : "failed";
-      this.transition({
-        kind: "workstream",
-        id: ws.id,
-        from: "active",
-        to,
-        patch: {},
-        event: to === "completed" ? "workstream_completed" : "workstream_failed",
-        actor,
-        workstreamId: ws.id,
-        detail: to === "failed" ? { unsatisfiedTasks: unsatisfied.n } : null,
-      });
-    } else if (ws.status !== "active" && live.n > 0) {
-      this.transition({
-        kind: "workstream",
-        id: ws.id,
-        from: ws.status,
-        to: "active",
-        patch: {},
-        event: "workstream_reopened",
-        actor,
-        workstreamId: ws.id,
-      });
+    if (live.n > 0) {
+      if (ws.status !== "active") {
+        this.transition({
+          kind: "workstream",
+          id: ws.id,
+          from: ws.status,
+          to: "active",
+          patch: {},
+          event: "workstream_reopened",
+          actor,
+          workstreamId: ws.id,
+        });
+      }
+      return;
     }
+    if (ws.status !== "active" && ws.status !== "failed") return;
+    const unsatisfied = this.stmt(
+      `SELECT COUNT(*) AS n FROM tasks t WHERE t.workstream_id = ? AND NOT ${SATISFIED_SQL}`,
+    ).get(workstreamId) as { n: number };
+    const to = unsatisfied.n === 0 ? "completed" : "failed";
+    if (to === ws.status) return;
+    this.transition({
+      kind: "workstream",
+      id: ws.id,
+      from: ws.status,
+      to,
+      patch: {},
+      event: to === "completed" ? "workstream_completed" : "workstream_failed",
+      actor,
+      workstreamId: ws.id,
+      detail: to === "failed" ? { unsatisfiedTasks: unsatisfied.n } : null,
+    });
   }
 
   private claim(req: ExchangeRequest): TaskRecord[] {
     const now = this.clock.now();
     const rows = this.stmt(
+      // The dependency check guards invariant 7 even when an operator reopened a dependency
+      // after its dependents were queued.
       `SELECT * FROM tasks WHERE status = 'queued' AND run_at <= ? AND handler IN (SELECT value FROM json_each(?))
+         AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.dep_id WHERE d.task_id = tasks.id AND NOT ${SATISFIED_SQL})
        ORDER BY priority DESC, run_at, rowid LIMIT ?`,
     ).all(now, JSON.stringify(req.handlers), req.claim) as Row[];
     const claimed: TaskRecord[] = [];
@@ -714,7 +746,7 @@ export class SqliteStore implements Store {
       for (const { id } of expired) {
         const row = this.getTaskRow(id);
         // Re-checked under the write lock: a heartbeat may have renewed it meanwhile.
-        if (!row || row.status !== "running" || (row.leaseExpiresAt ?? 0) >= now) continue;
+        if (row?.status !== "running" || (row.leaseExpiresAt ?? 0) >= now) continue;
         const failure: Failure = {
           category: "worker_lost",
           recoverable: true,
@@ -810,6 +842,9 @@ export class SqliteStore implements Store {
         workstreamId: row.workstreamId,
         detail: { reason: who.reason ?? null, overrides },
       });
+      if (row.status === "skipped" || (row.status === "failed" && !row.critical)) {
+        this.holdDependents(row.id, who.actor);
+      }
       const after = this.requireTask(taskId);
       this.intervention(who, taskId, pickState(row), pickState(after));
       this.reconcileWorkstream(row.workstreamId, who.actor);
@@ -901,7 +936,9 @@ export class SqliteStore implements Store {
   }
 
   async listWorkstreams(): Promise<WorkstreamRecord[]> {
-    return (this.stmt("SELECT * FROM workstreams ORDER BY id").all() as Row[]).map(rowToWorkstream);
+    return (this.stmt("SELECT * FROM workstreams ORDER BY created_at, rowid").all() as Row[]).map(
+      rowToWorkstream,
+    );
   }
 
   async getWorkstream(id: string): Promise<WorkstreamRecord | null> {
@@ -938,7 +975,9 @@ export class SqliteStore implements Store {
 
   async findWorkstreamsByName(name: string): Promise<WorkstreamRecord[]> {
     return (
-      this.stmt("SELECT * FROM workstreams WHERE name = ? ORDER BY id").all(name) as Row[]
+      this.stmt("SELECT * FROM workstreams WHERE name = ? ORDER BY created_at, rowid").all(
+        name,
+      ) as Row[]
     ).map(rowToWorkstream);
   }
 
@@ -973,7 +1012,7 @@ export class SqliteStore implements Store {
 
   async listInterventions(limit = 1000): Promise<InterventionRecord[]> {
     return (
-      this.stmt("SELECT * FROM interventions ORDER BY at, id LIMIT ?").all(limit) as Row[]
+      this.stmt("SELECT * FROM interventions ORDER BY at, rowid LIMIT ?").all(limit) as Row[]
     ).map(rowToIntervention);
   }
 
@@ -1027,21 +1066,7 @@ export class SqliteStore implements Store {
     for (const r of this.stmt(
       "SELECT * FROM transitions ORDER BY seq",
     ).iterate() as Iterable<Row>) {
-      const ok = v.push({
-        seq: r.seq as number,
-        at: r.at as number,
-        entity: r.entity as EntityKind,
-        entityId: r.entity_id as string,
-        workstreamId: (r.workstream_id as string | null) ?? null,
-        from: (r.from_state as string | null) ?? null,
-        to: r.to_state as string,
-        event: r.event as string,
-        severity: r.severity as TransitionRecord["severity"],
-        actor: r.actor as string,
-        dataJson: r.data as string,
-        detailJson: (r.detail as string | null) ?? null,
-        hash: r.hash as string,
-      });
+      const ok = v.push(rowToRawTransition(r));
       if (!ok) break;
     }
     return v.report();

@@ -6,6 +6,7 @@ import type {
   WorkstreamRecord,
 } from "../../model/records.js";
 import type { EntityKind } from "../../model/states.js";
+import type { UnhashedTransition } from "../chain.js";
 
 /** How a record field is stored in its column. */
 export type ColumnKind = "plain" | "json" | "bool";
@@ -97,8 +98,8 @@ export const rowToTask = (row: Row): TaskRecord => decodeRow(TASK_COLUMNS, row);
 export const rowToWorkstream = (row: Row): WorkstreamRecord => decodeRow(WORKSTREAM_COLUMNS, row);
 export const rowToWorker = (row: Row): WorkerRecord => decodeRow(WORKER_COLUMNS, row);
 
-/** Decodes a row of the `transitions` table. */
-export function rowToTransition(row: Row): TransitionRecord {
+/** A row of the `transitions` table with its JSON left as text, as the hash covers it. */
+export function rowToRawTransition(row: Row): UnhashedTransition & { hash: string } {
   return {
     seq: row.seq as number,
     at: row.at as number,
@@ -110,9 +111,19 @@ export function rowToTransition(row: Row): TransitionRecord {
     event: row.event as string,
     severity: row.severity as TransitionRecord["severity"],
     actor: row.actor as string,
-    data: JSON.parse(row.data as string),
-    detail: row.detail ? JSON.parse(row.detail as string) : null,
+    dataJson: row.data as string,
+    detailJson: (row.detail as string | null) ?? null,
     hash: row.hash as string,
+  };
+}
+
+/** Decodes a row of the `transitions` table. */
+export function rowToTransition(row: Row): TransitionRecord {
+  const { dataJson, detailJson, ...rest } = rowToRawTransition(row);
+  return {
+    ...rest,
+    data: JSON.parse(dataJson),
+    detail: detailJson ? JSON.parse(detailJson) : null,
   };
 }
 
