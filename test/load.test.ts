@@ -107,7 +107,7 @@ describe("loadDefinitionFile", () => {
       ['{\n  "name": "x",\n}', "Expected double-quoted property name at line 3, column 1"],
       ['{"name": "x"', "Expected ',' or '}' after property value at line 1, column 13"],
       ["", "Unexpected end of JSON input at line 1, column 1"],
-      ['{\n  "critical": tru}', "Unexpected token '}' at line 2, column 18"],
+      ['{\n  "critical": tru}', "Unexpected token '}' at line 2, column 19"],
     ];
     for (const [text, reason] of cases) {
       const path = await file("bad.json", text);

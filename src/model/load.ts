@@ -89,69 +89,17 @@ function lineColumn(text: string, offset: number): { line: number; column: numbe
   return { line: before.split("\n").length, column: offset - lineStart + 1 };
 }
 
-// biome-ignore lint/suspicious/noControlCharactersInRegex: JSON strings may not hold raw control characters.
-const JSON_STRING = /"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/y;
-const JSON_NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
-const JSON_LITERAL = /true|false|null/y;
-
-/** Offset of the first character where `text` stops being valid JSON. Iterative, any depth. */
+/**
+ * Where JSON that V8 rejected without a position goes wrong. JSON is (nearly) YAML, and the YAML
+ * parser reports positions; failing that, the end of the text is where parsing gave up.
+ */
 function jsonErrorOffset(text: string): number {
-  let i = 0;
-  const skipSpace = () => {
-    while (i < text.length && " \t\n\r".includes(text[i]!)) i++;
-  };
-  const match = (pattern: RegExp): boolean => {
-    pattern.lastIndex = i;
-    if (!pattern.test(text)) return false;
-    i = pattern.lastIndex;
-    return true;
-  };
-  const key = (): boolean => {
-    skipSpace();
-    if (!match(JSON_STRING)) return false;
-    skipSpace();
-    if (text[i] !== ":") return false;
-    i++;
-    return true;
-  };
-  const open: string[] = [];
-  for (;;) {
-    skipSpace();
-    const c = text[i];
-    if (c === "{" || c === "[") {
-      i++;
-      skipSpace();
-      if (text[i] === (c === "{" ? "}" : "]")) i++;
-      else {
-        open.push(c);
-        if (c === "{" && !key()) return i;
-        continue;
-      }
-    } else if (!match(JSON_STRING) && !match(JSON_NUMBER) && !match(JSON_LITERAL)) {
-      return i + literalPrefix(text, i);
-    }
-    for (;;) {
-      skipSpace();
-      const container = open[open.length - 1];
-      if (container === undefined) return i;
-      if (text[i] === ",") {
-        i++;
-        if (container === "{" && !key()) return i;
-        break;
-      }
-      if (text[i] !== (container === "{" ? "}" : "]")) return i;
-      i++;
-      open.pop();
-    }
+  try {
+    parseYaml(text, { prettyErrors: false });
+  } catch (err) {
+    if (err instanceof YAMLParseError) return err.pos[0];
   }
-}
-
-/** How many characters at `i` begin `true`, `false` or `null`: a broken literal fails after them. */
-function literalPrefix(text: string, i: number): number {
-  const word = ["true", "false", "null"].find((w) => w[0] === text[i]) ?? "";
-  let k = 0;
-  while (k < word.length && text[i + k] === word[k]) k++;
-  return k;
+  return text.length;
 }
 
 /**

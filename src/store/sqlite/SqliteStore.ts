@@ -175,9 +175,9 @@ export class SqliteStore implements Store {
   /** Appends one record to the hash-chained log; returns its seq. */
   private append(c: Change, dataJson: string, at: number): number {
     if (!this.cursor) {
-      const last = this.stmt("SELECT seq, hash FROM transitions ORDER BY seq DESC LIMIT 1").get() as
-        | { seq: number; hash: string }
-        | undefined;
+      const last = this.stmt(
+        "SELECT seq, hash FROM transitions ORDER BY seq DESC LIMIT 1",
+      ).get() as { seq: number; hash: string } | undefined;
       this.cursor = last ?? { seq: 0, hash: GENESIS_HASH };
     }
     const seq = this.cursor.seq + 1;
@@ -219,9 +219,9 @@ export class SqliteStore implements Store {
   /** The seq the next appended record will get (used as a lease's fencing token). */
   private nextSeq(): number {
     if (!this.cursor) {
-      const last = this.stmt("SELECT seq, hash FROM transitions ORDER BY seq DESC LIMIT 1").get() as
-        | { seq: number; hash: string }
-        | undefined;
+      const last = this.stmt(
+        "SELECT seq, hash FROM transitions ORDER BY seq DESC LIMIT 1",
+      ).get() as { seq: number; hash: string } | undefined;
       this.cursor = last ?? { seq: 0, hash: GENESIS_HASH };
     }
     return this.cursor.seq + 1;
@@ -389,8 +389,7 @@ export class SqliteStore implements Store {
     const held = this.stmt(
       "SELECT id, workstream_id AS workstreamId, status, lease_token AS leaseToken, attempts FROM tasks WHERE id = ?",
     ).get(o.taskId) as
-      | Pick<TaskRecord, "id" | "workstreamId" | "status" | "leaseToken" | "attempts">
-      | undefined;
+      Pick<TaskRecord, "id" | "workstreamId" | "status" | "leaseToken" | "attempts"> | undefined;
     if (held?.status !== "running" || held.leaseToken !== o.token) {
       return {
         taskId: o.taskId,
@@ -658,8 +657,7 @@ export class SqliteStore implements Store {
     return this.write(() => {
       const now = this.clock.now();
       const worker = this.stmt("SELECT status FROM workers WHERE id = ?").get(workerId) as
-        | { status: WorkerStatus }
-        | undefined;
+        { status: WorkerStatus } | undefined;
       if (!worker) {
         throw new MendError("not_found", `worker ${workerId} is not registered`, { workerId });
       }
@@ -691,8 +689,7 @@ export class SqliteStore implements Store {
     this.write(() => {
       const now = this.clock.now();
       const existing = this.stmt("SELECT status FROM workers WHERE id = ?").get(info.id) as
-        | { status: WorkerStatus }
-        | undefined;
+        { status: WorkerStatus } | undefined;
       const patch = {
         host: info.host,
         pid: info.pid,
@@ -717,8 +714,7 @@ export class SqliteStore implements Store {
   async stopWorker(workerId: string): Promise<void> {
     this.write(() => {
       const w = this.stmt("SELECT status FROM workers WHERE id = ?").get(workerId) as
-        | { status: WorkerStatus }
-        | undefined;
+        { status: WorkerStatus } | undefined;
       if (!w || w.status === "shutdown") return;
       this.transition({
         kind: "worker",
@@ -795,8 +791,7 @@ export class SqliteStore implements Store {
     return this.write(() => {
       const now = this.clock.now();
       const row = this.stmt("SELECT holder, expires_at FROM leaders WHERE name = ?").get(name) as
-        | { holder: string; expires_at: number }
-        | undefined;
+        { holder: string; expires_at: number } | undefined;
       if (row && row.holder !== holder && row.expires_at >= now) return false;
       this.stmt(
         "INSERT INTO leaders (name, holder, expires_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
