@@ -13,7 +13,9 @@ function describe(t: TransitionRecord): string {
     reason?: string | null;
   };
   const parts = [`${time(t.at)}  ${t.event.padEnd(22)} ${t.from ?? "(new)"} → ${t.to}`];
-  if (d.attempt) parts.push(`attempt ${d.attempt}`);
+  // A start records the attempt in its data; other transitions in their detail.
+  const attempt = d.attempt ?? (t.event === "task_started" ? t.data.attempts : undefined);
+  if (attempt) parts.push(`attempt ${attempt}`);
   if (t.actor !== "engine") parts.push(`by ${t.actor}`);
   let line = parts.join("  ");
   if (d.failure) {

@@ -639,7 +639,6 @@ export class SqliteStore implements Store {
         event: "task_started",
         actor: `worker:${req.workerId}`,
         workstreamId: task.workstreamId,
-        detail: { attempt: patch.attempts },
       });
       claimed.push({ ...task, ...patch, status: "running", updatedAt: now });
     }
