@@ -4,9 +4,14 @@ import { Monitor } from "../src/engine/Monitor.js";
 import { createPlanner } from "../src/engine/planner.js";
 import { LeaseLostError, Worker } from "../src/engine/Worker.js";
 import type { TaskContext } from "../src/model/handler.js";
-import type { TaskRecord } from "../src/model/records.js";
 import type { SqliteStore } from "../src/store/sqlite/SqliteStore.js";
-import type { ExchangeRequest, ExchangeResult, Settlement, Store } from "../src/store/store.js";
+import type {
+  ClaimedTask,
+  ExchangeRequest,
+  ExchangeResult,
+  Settlement,
+  Store,
+} from "../src/store/store.js";
 import { completionsPerTask, failureOf, spec } from "./helpers/specs.js";
 import { tempStore } from "./helpers/tmp.js";
 import { waitFor } from "./helpers/wait.js";
@@ -18,7 +23,7 @@ async function register(store: Store, id: string): Promise<void> {
   await store.registerWorker({ id, host: "test", pid: 1, concurrency: 1, handlers: ["work"] });
 }
 
-async function claimOne(store: Store, worker: string): Promise<TaskRecord> {
+async function claimOne(store: Store, worker: string): Promise<ClaimedTask> {
   const { claimed } = await store.exchange({
     workerId: worker,
     outcomes: [],
@@ -191,6 +196,7 @@ describe("fencing at the store", () => {
     const swept = await store.sweepExpiredLeases(planner);
     expect(swept.map((s) => s.taskId)).toEqual([b.id]);
     const b2 = await claimOne(store, "new");
+    const b2Expiry = (await store.getTask(b2.id))!.leaseExpiresAt;
     expect(b2.id).toBe(b.id);
     const hb = await store.heartbeat(
       "old",
@@ -203,7 +209,7 @@ describe("fencing at the store", () => {
     );
     expect(hb.lost).toEqual([b.id]);
     // The stale heartbeat did not extend the new holder's lease.
-    expect((await store.getTask(b.id))!.leaseExpiresAt).toBe(b2.leaseExpiresAt);
+    expect((await store.getTask(b.id))!.leaseExpiresAt).toBe(b2Expiry);
     // A wrong token for a task that is still the same holder's is lost as well.
     expect(
       (await store.heartbeat("old", "busy", [{ taskId: a.id, token: a.leaseToken! + 1 }], LEASE_MS))

@@ -222,8 +222,10 @@ class Run {
         for (const x of settled)
           expect(x.applied, `outcome for ${x.taskId}`).toBe(valid.get(x.taskId));
         for (const c of claimed) {
-          expect(c.status).toBe("running");
-          expect(c.leaseWorker).toBe(worker);
+          const stored = await s.getTask(c.id);
+          expect(stored?.status).toBe("running");
+          expect(stored?.leaseWorker).toBe(worker);
+          expect(stored?.leaseToken).toBe(c.leaseToken);
         }
         // A worker knows one lease per task: a task claimed again replaces what it knew of it.
         const fresh = new Set(claimed.map((c) => c.id));

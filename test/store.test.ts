@@ -3,9 +3,8 @@ import { describe, expect, it } from "vitest";
 import { FakeClock } from "../src/engine/clock.js";
 import { createPlanner } from "../src/engine/planner.js";
 import { MendError } from "../src/errors.js";
-import type { TaskRecord } from "../src/model/records.js";
 import type { SqliteStore } from "../src/store/sqlite/SqliteStore.js";
-import type { Actor, FailurePlanner, Outcome } from "../src/store/store.js";
+import type { ClaimedTask, Actor, FailurePlanner, Outcome } from "../src/store/store.js";
 import { failureOf, spec, statusesByKey } from "./helpers/specs.js";
 import { openSqlite, tempStore } from "./helpers/tmp.js";
 
@@ -23,7 +22,7 @@ async function claim(
   n: number,
   worker = "w1",
   handlers: string[] = ["work"],
-): Promise<TaskRecord[]> {
+): Promise<ClaimedTask[]> {
   const r = await store.exchange({
     workerId: worker,
     outcomes: [],
@@ -53,11 +52,11 @@ async function settle(
   ).settled;
 }
 
-function complete(t: TaskRecord, output: unknown = { ok: t.key }): Outcome {
+function complete(t: ClaimedTask, output: unknown = { ok: t.key }): Outcome {
   return { kind: "complete", taskId: t.id, token: t.leaseToken!, output };
 }
 
-function fail(t: TaskRecord, recoverable = false): Outcome {
+function fail(t: ClaimedTask, recoverable = false): Outcome {
   return {
     kind: "fail",
     taskId: t.id,
@@ -67,7 +66,7 @@ function fail(t: TaskRecord, recoverable = false): Outcome {
 }
 
 /** Claims the one queued task with this key (asserting it is the one claimed). */
-async function run(store: SqliteStore, key: string, worker = "w1"): Promise<TaskRecord> {
+async function run(store: SqliteStore, key: string, worker = "w1"): Promise<ClaimedTask> {
   const [t] = await claim(store, 1, worker);
   expect(t?.key, `expected to claim ${key}`).toBe(key);
   return t!;

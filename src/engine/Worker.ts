@@ -8,10 +8,9 @@ import {
   type TaskContext,
 } from "../model/handler.js";
 import { newId } from "../model/ids.js";
-import type { TaskRecord } from "../model/records.js";
 import { type Logger, silentLogger } from "../observe/logger.js";
 import { type ClassifierRule, classifyError } from "../recovery/classify.js";
-import type { FailurePlanner, Outcome, Store } from "../store/store.js";
+import type { ClaimedTask, FailurePlanner, Outcome, Store } from "../store/store.js";
 import { type Clock, systemClock, type TimerHandle } from "./clock.js";
 import { createPlanner } from "./planner.js";
 
@@ -37,7 +36,7 @@ export interface WorkerOptions {
 }
 
 interface Running {
-  task: TaskRecord;
+  task: ClaimedTask;
   controller: AbortController;
   timer: TimerHandle;
 }
@@ -162,7 +161,7 @@ export class Worker {
       this.outbox.push({
         kind: "release",
         taskId: r.task.id,
-        token: r.task.leaseToken!,
+        token: r.task.leaseToken,
         reason: "worker shutting down",
       });
     }
@@ -239,7 +238,7 @@ export class Worker {
   private async beat(): Promise<void> {
     const leases = [...this.running.values()].map((r) => ({
       taskId: r.task.id,
-      token: r.task.leaseToken!,
+      token: r.task.leaseToken,
     }));
     const { lost } = await this.store.heartbeat(
       this.id,
@@ -259,7 +258,7 @@ export class Worker {
     if (this.running.size === 0) this.onIdle?.();
   }
 
-  private execute(task: TaskRecord): void {
+  private execute(task: ClaimedTask): void {
     // Claimed again while an earlier attempt still runs here (its lease expired meanwhile):
     // that attempt can no longer report, so stop it.
     const stale = this.running.get(task.id);
@@ -279,8 +278,8 @@ export class Worker {
     );
   }
 
-  private async runHandler(task: TaskRecord, signal: AbortSignal): Promise<Outcome> {
-    const token = task.leaseToken!;
+  private async runHandler(task: ClaimedTask, signal: AbortSignal): Promise<Outcome> {
+    const token = task.leaseToken;
     const def = resolveHandler(this.handlers, task.handler);
     const parentLog = this.log;
     let log: Logger | undefined;
@@ -320,7 +319,7 @@ export class Worker {
     return classifyError(err, { rules, now: this.clock.now() });
   }
 
-  private finish(task: TaskRecord, controller: AbortController, outcome: Outcome): void {
+  private finish(task: ClaimedTask, controller: AbortController, outcome: Outcome): void {
     const r = this.running.get(task.id);
     // A task whose lease was lost was already dropped: its outcome would only be refused.
     if (!r || r.controller !== controller) return;

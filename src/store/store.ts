@@ -43,9 +43,15 @@ export interface ExchangeRequest {
   planner: FailurePlanner;
 }
 
+/** What a worker needs to run a task it just claimed. */
+export type ClaimedTask = Pick<
+  TaskRecord,
+  "id" | "workstreamId" | "key" | "handler" | "input" | "attempts" | "timeoutMs" | "idempotencyKey"
+> & { leaseToken: number };
+
 export interface ExchangeResult {
   settled: Settlement[];
-  claimed: TaskRecord[];
+  claimed: ClaimedTask[];
 }
 
 /** A lease held by a worker, as it reports it in a heartbeat. */

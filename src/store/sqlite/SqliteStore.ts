@@ -26,6 +26,7 @@ import {
 } from "../replay.js";
 import type {
   Actor,
+  ClaimedTask,
   ExchangeRequest,
   ExchangeResult,
   FailurePlanner,
@@ -611,36 +612,48 @@ export class SqliteStore implements Store {
     });
   }
 
-  private claim(req: ExchangeRequest): TaskRecord[] {
+  private claim(req: ExchangeRequest): ClaimedTask[] {
     const now = this.clock.now();
+    // Only the columns a worker needs: reading and decoding whole rows is most of a claim's cost.
+    // The dependency check guards invariant 7 even when an operator reopened a dependency after
+    // its dependents were queued.
     const rows = this.stmt(
-      // The dependency check guards invariant 7 even when an operator reopened a dependency
-      // after its dependents were queued.
-      `SELECT * FROM tasks WHERE status = 'queued' AND run_at <= ? AND handler IN (SELECT value FROM json_each(?))
+      `SELECT id, workstream_id AS workstreamId, key, handler, input, attempts, timeout_ms AS timeoutMs, idempotency_key AS idempotencyKey
+       FROM tasks WHERE status = 'queued' AND run_at <= ? AND handler IN (SELECT value FROM json_each(?))
          AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.dep_id WHERE d.task_id = tasks.id AND NOT ${SATISFIED_SQL})
        ORDER BY priority DESC, run_at, rowid LIMIT ?`,
-    ).all(now, JSON.stringify(req.handlers), req.claim) as Row[];
-    const claimed: TaskRecord[] = [];
+    ).all(now, JSON.stringify(req.handlers), req.claim) as (Omit<
+      ClaimedTask,
+      "leaseToken" | "input"
+    > & {
+      input: string | null;
+    })[];
+    const claimed: ClaimedTask[] = [];
+    const actor = `worker:${req.workerId}`;
     for (const r of rows) {
-      const task = rowToTask(r);
-      const token = this.nextSeq();
-      const patch = {
-        attempts: task.attempts + 1,
-        leaseToken: token,
-        leaseWorker: req.workerId,
-        leaseExpiresAt: now + req.leaseMs,
-      };
+      const leaseToken = this.nextSeq();
+      const attempts = r.attempts + 1;
       this.transition({
         kind: "task",
-        id: task.id,
+        id: r.id,
         from: "queued",
         to: "running",
-        patch,
+        patch: {
+          attempts,
+          leaseToken,
+          leaseWorker: req.workerId,
+          leaseExpiresAt: now + req.leaseMs,
+        },
         event: "task_started",
-        actor: `worker:${req.workerId}`,
-        workstreamId: task.workstreamId,
+        actor,
+        workstreamId: r.workstreamId,
       });
-      claimed.push({ ...task, ...patch, status: "running", updatedAt: now });
+      claimed.push({
+        ...r,
+        input: r.input === null ? null : JSON.parse(r.input),
+        attempts,
+        leaseToken,
+      });
     }
     return claimed;
   }
