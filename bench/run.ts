@@ -20,10 +20,13 @@ const { values: args } = parseArgs({
     tasks: { type: "string", default: "20000" },
     trials: { type: "string", default: "3" },
     only: { type: "string" },
+    /** Tasks per workstream submitted in the end-to-end run. */
+    chunk: { type: "string", default: "1000" },
   },
 });
 const TASKS = Number(args.tasks);
 const TRIALS = Number(args.trials);
+const CHUNK = Number(args.chunk);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const now = () => performance.timeOrigin + performance.now();
@@ -100,24 +103,22 @@ async function throughput(concurrency: number): Promise<ThroughputResult> {
     tasks: noopTasks(TASKS),
   });
   const enqueueMs = now() - t0;
-  t0 = now();
   let worker = await startWorker(url, ["--concurrency", String(concurrency)]);
   const startedAt = now();
   await waitSettled(store, [workstreamId]);
   const processMs = now() - startedAt;
-  void t0;
   await stopWorker(worker);
   await store.close();
   rmSync(dir, { recursive: true, force: true });
 
-  // End to end: the worker is already waiting; tasks arrive in workstreams of 1,000.
+  // End to end: the worker is already waiting; tasks arrive in workstreams of --chunk tasks.
   ({ url, dir } = tempStore());
   store = await openStore(url);
   worker = await startWorker(url, ["--concurrency", String(concurrency)]);
   t0 = now();
   const ids: string[] = [];
-  for (let i = 0; i < TASKS; i += 1000) {
-    const n = Math.min(1000, TASKS - i);
+  for (let i = 0; i < TASKS; i += CHUNK) {
+    const n = Math.min(CHUNK, TASKS - i);
     ids.push(
       (await submitWorkstream(store, { name: `e2e-${i}`, tasks: noopTasks(n) })).workstreamId,
     );

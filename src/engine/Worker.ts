@@ -10,7 +10,13 @@ import {
 import { newId } from "../model/ids.js";
 import { type Logger, silentLogger } from "../observe/logger.js";
 import { type ClassifierRule, classifyError } from "../recovery/classify.js";
-import type { ClaimedTask, FailurePlanner, Outcome, Store } from "../store/store.js";
+import type {
+  ClaimedTask,
+  ExchangeResult,
+  FailurePlanner,
+  Outcome,
+  Store,
+} from "../store/store.js";
 import { type Clock, systemClock, type TimerHandle } from "./clock.js";
 import { createPlanner } from "./planner.js";
 
@@ -197,14 +203,25 @@ export class Worker {
         const free = this.stopping ? 0 : this.concurrency - this.running.size;
         const want = Math.min(free, this.batchSize);
         if (outcomes.length === 0 && want === 0) break;
-        const { settled, claimed } = await this.store.exchange({
-          workerId: this.id,
-          outcomes,
-          claim: want,
-          leaseMs: this.leaseMs,
-          handlers: this.handlerList,
-          planner: this.planner,
-        });
+        let result: ExchangeResult;
+        try {
+          result = await this.store.exchange({
+            workerId: this.id,
+            outcomes,
+            claim: want,
+            leaseMs: this.leaseMs,
+            handlers: this.handlerList,
+            planner: this.planner,
+          });
+        } catch (err) {
+          // The transaction rolled back: keep the outcomes (fencing makes a resend safe) and try
+          // again after a pause, rather than losing results to a busy or briefly broken store.
+          this.outbox.unshift(...outcomes);
+          this.log.error("store exchange failed; retrying", { err: String(err) });
+          this.schedulePoll(this.heartbeatMs);
+          break;
+        }
+        const { settled, claimed } = result;
         for (const s of settled) {
           if (!s.applied) this.log.warn("outcome refused", { task: s.taskId, reason: s.reason });
         }
@@ -217,12 +234,12 @@ export class Worker {
     }
   }
 
-  private schedulePoll(): void {
+  private schedulePoll(ms = this.pollMs): void {
     if (this.pollTimer) this.clock.clearTimeout(this.pollTimer);
     this.pollTimer = this.clock.setTimeout(() => {
       this.pollTimer = null;
       this.schedulePump();
-    }, this.pollMs);
+    }, ms);
   }
 
   private scheduleHeartbeat(): void {

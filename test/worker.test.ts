@@ -1,0 +1,59 @@
+import { describe, expect, it } from "vitest";
+import { FakeClock } from "../src/engine/clock.js";
+import { Worker } from "../src/engine/Worker.js";
+import type { ExchangeRequest, ExchangeResult, Store } from "../src/store/store.js";
+import { spec } from "./helpers/specs.js";
+import { tempStore } from "./helpers/tmp.js";
+import { waitFor } from "./helpers/wait.js";
+
+describe("Worker", () => {
+  it("keeps its outcomes when the store fails an exchange, and settles them on the retry", async () => {
+    const clock = new FakeClock();
+    const { store } = tempStore(clock);
+    const { workstreamId } = await store.submit(spec([{ id: "a" }]));
+    let failNext = false;
+    let failures = 0;
+    const flaky = new Proxy(store, {
+      get(target, prop, receiver) {
+        if (prop === "exchange") {
+          return async (req: ExchangeRequest): Promise<ExchangeResult> => {
+            if (failNext && req.outcomes.length > 0) {
+              failNext = false;
+              failures++;
+              throw new Error("database is locked");
+            }
+            return target.exchange(req);
+          };
+        }
+        const value = Reflect.get(target, prop, receiver);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    }) as Store;
+    let release!: () => void;
+    const worker = new Worker({
+      store: flaky,
+      clock,
+      heartbeatMs: 200,
+      handlers: {
+        work: () =>
+          new Promise<string>((resolve) => {
+            release = () => resolve("done");
+          }),
+      },
+    });
+    await worker.start();
+    await waitFor(() => release !== undefined, 5_000, "the task to start");
+    failNext = true;
+    release();
+    await waitFor(() => failures === 1, 5_000, "the failed exchange");
+    expect((await store.getTask(`${workstreamId}/a`))!.status).toBe("running");
+    await clock.advanceAsync(250, 50);
+    await waitFor(
+      async () => (await store.getTask(`${workstreamId}/a`))!.status === "completed",
+      5_000,
+      "the retried exchange to complete the task",
+    );
+    expect((await store.getTask(`${workstreamId}/a`))!.output).toBe("done");
+    await worker.stop(0);
+  });
+});
