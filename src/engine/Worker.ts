@@ -7,7 +7,7 @@ import {
   resolveHandler,
   type TaskContext,
 } from "../model/handler.js";
-import { newId } from "../model/ids.js";
+import { newId, WORKSTREAM_ID_PREFIX } from "../model/ids.js";
 import { type Logger, silentLogger } from "../observe/logger.js";
 import { type ClassifierRule, classifyError } from "../recovery/classify.js";
 import type {
@@ -106,6 +106,13 @@ export class Worker {
     this.pollMs = positive("pollMs", options.pollMs ?? 250);
     this.batchSize = positive("batchSize", options.batchSize ?? 100);
     this.id = options.id ?? newId("w", this.clock.now());
+    if (this.id.startsWith(WORKSTREAM_ID_PREFIX) || this.id.includes("/") || this.id === "") {
+      throw new MendError(
+        "invalid_argument",
+        `worker id "${this.id}" is not allowed: it must be non-empty, contain no "/" and not start with "${WORKSTREAM_ID_PREFIX}"`,
+        { id: this.id },
+      );
+    }
     this.log = (options.logger ?? silentLogger).child({ worker: this.id });
     this.planner =
       options.planner ??

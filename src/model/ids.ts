@@ -23,3 +23,16 @@ export function newId(prefix: string, now: number): string {
 export function taskId(workstreamId: string, key: string): string {
   return `${workstreamId}/${key}`;
 }
+
+/** Prefix of workstream ids; reserved, so no worker id can be mistaken for one. */
+export const WORKSTREAM_ID_PREFIX = "ws_";
+
+/**
+ * The workstream an entity's transitions are filed under: a task's is the part of its id before
+ * the `/`, a workstream's is itself, a worker's is none.
+ */
+export function workstreamOf(entityId: string): string | null {
+  if (!entityId.startsWith(WORKSTREAM_ID_PREFIX)) return null;
+  const slash = entityId.indexOf("/");
+  return slash < 0 ? entityId : entityId.slice(0, slash);
+}

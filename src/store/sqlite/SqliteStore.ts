@@ -4,7 +4,12 @@ import Database from "better-sqlite3";
 import type { Clock } from "../../engine/clock.js";
 import { MendError } from "../../errors.js";
 import type { Failure } from "../../model/failure.js";
-import { taskId as makeTaskId, newId } from "../../model/ids.js";
+import {
+  taskId as makeTaskId,
+  newId,
+  workstreamOf,
+  WORKSTREAM_ID_PREFIX,
+} from "../../model/ids.js";
 import type {
   InterventionRecord,
   TaskRecord,
@@ -322,7 +327,7 @@ export class SqliteStore implements Store {
     actor = "engine",
   ): Promise<{ workstreamId: string; taskIds: string[] }> {
     const now = this.clock.now();
-    const wsId = newId("ws", now);
+    const wsId = newId(WORKSTREAM_ID_PREFIX.slice(0, -1), now);
     const taskIds: string[] = [];
     this.write(() => {
       this.transition({
@@ -1000,8 +1005,8 @@ export class SqliteStore implements Store {
       args.push(query.afterSeq);
     }
     if (query.entityId !== undefined) {
-      where.push("entity_id = ?");
-      args.push(query.entityId);
+      where.push("workstream_id IS ? AND entity_id = ?");
+      args.push(workstreamOf(query.entityId), query.entityId);
     }
     if (query.workstreamId !== undefined) {
       where.push("workstream_id = ?");

@@ -76,7 +76,10 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     detail TEXT,
     hash TEXT NOT NULL
   );
-  CREATE INDEX transitions_entity ON transitions(entity_id, seq);
+  -- By workstream, not by entity: an entity-keyed index takes inserts all over the tree (task
+  -- keys sort apart from the order tasks run in); this one is appended to, and an entity's
+  -- history is found within its workstream.
+  CREATE INDEX transitions_workstream ON transitions(workstream_id, seq);
 
   CREATE TABLE interventions (
     id TEXT PRIMARY KEY,
