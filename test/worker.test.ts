@@ -56,4 +56,13 @@ describe("Worker", () => {
     expect((await store.getTask(`${workstreamId}/a`))!.output).toBe("done");
     await worker.stop(0);
   });
+
+  it("refuses a worker id that could be mistaken for a workstream or task id", () => {
+    const { store } = tempStore(new FakeClock());
+    for (const id of ["ws_abc", "a/b", ""]) {
+      expect(() => new Worker({ store, handlers: { work: () => null }, id })).toThrow(
+        expect.objectContaining({ code: "invalid_argument" }),
+      );
+    }
+  });
 });
