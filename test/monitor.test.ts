@@ -3,10 +3,16 @@ import { FakeClock } from "../src/engine/clock.js";
 import { Monitor } from "../src/engine/Monitor.js";
 import { createPlanner } from "../src/engine/planner.js";
 import { validateDefinition } from "../src/model/definition.js";
+import type { ExchangeRequest, Outcome } from "../src/store/store.js";
 import { failureOf, spec } from "./helpers/specs.js";
 import { openSqlite, tempStore } from "./helpers/tmp.js";
 
 const planner = createPlanner({ random: () => 0 });
+
+/** Worker "w"'s round trip: settle `outcomes`, claim up to `claim` tasks. */
+function request(outcomes: Outcome[], claim = 0): ExchangeRequest {
+  return { workerId: "w", outcomes, claim, leaseMs: 5000, handlers: ["work"], planner };
+}
 
 describe("Monitor", () => {
   it("exactly one of several monitors acts; another takes over when the leader stops renewing", async () => {
@@ -32,14 +38,7 @@ describe("Monitor", () => {
     const { store } = tempStore(clock);
     const { taskIds } = await store.submit(spec([{ id: "a" }]));
     await store.registerWorker({ id: "w", host: "h", pid: 1, concurrency: 1, handlers: ["work"] });
-    await store.exchange({
-      workerId: "w",
-      outcomes: [],
-      claim: 1,
-      leaseMs: 5000,
-      handlers: ["work"],
-      planner,
-    });
+    await store.exchange(request([], 1));
     const monitor = new Monitor({ store, clock, planner });
     clock.advance(5001);
     const swept = await monitor.tick();
@@ -63,30 +62,18 @@ describe("durable retries", () => {
     const { taskIds } = await store.submit(definition);
     const id = taskIds[0]!;
     const claimAndFail = async () => {
-      const { claimed } = await reopened.exchange({
-        workerId: "w",
-        outcomes: [],
-        claim: 1,
-        leaseMs: 5000,
-        handlers: ["work"],
-        planner,
-      });
+      const { claimed } = await reopened.exchange(request([], 1));
       expect(claimed.map((t) => t.id)).toEqual([id]);
-      return reopened.exchange({
-        workerId: "w",
-        outcomes: [
+      return reopened.exchange(
+        request([
           {
             kind: "fail",
             taskId: id,
             token: claimed[0]!.leaseToken,
             failure: failureOf("network"),
           },
-        ],
-        claim: 0,
-        leaseMs: 5000,
-        handlers: ["work"],
-        planner,
-      });
+        ]),
+      );
     };
     let reopened = store;
     const delays: number[] = [];
@@ -98,14 +85,7 @@ describe("durable retries", () => {
       // A restart between the failure and the retry: the schedule lives in the store.
       await reopened.close();
       reopened = openSqlite(path, clock);
-      const early = await reopened.exchange({
-        workerId: "w",
-        outcomes: [],
-        claim: 1,
-        leaseMs: 5000,
-        handlers: ["work"],
-        planner,
-      });
+      const early = await reopened.exchange(request([], 1));
       expect(early.claimed).toEqual([]);
       clock.advance(delays[i]!);
     }
