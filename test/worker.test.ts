@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { FakeClock } from "../src/engine/clock.js";
 import { Worker } from "../src/engine/Worker.js";
+import { validateDefinition } from "../src/model/definition.js";
 import type { ExchangeRequest, ExchangeResult, Store } from "../src/store/store.js";
 import { spec } from "./helpers/specs.js";
 import { tempStore } from "./helpers/tmp.js";
@@ -64,5 +65,38 @@ describe("Worker", () => {
         expect.objectContaining({ code: "invalid_argument" }),
       );
     }
+  });
+
+  it("aborts a handler's signal when its timeout passes and records a timeout failure", async () => {
+    const clock = new FakeClock();
+    const { store } = tempStore(clock);
+    const { taskIds } = await store.submit(
+      validateDefinition({ name: "t", tasks: [{ id: "slow", handler: "work", timeout: "2s" }] }),
+    );
+    let signal: AbortSignal | undefined;
+    const worker = new Worker({
+      store,
+      clock,
+      heartbeatMs: 500,
+      handlers: {
+        // Ignores its signal on purpose: the worker must still free the slot and record it.
+        work: (ctx) => {
+          signal = ctx.signal;
+          return new Promise(() => {});
+        },
+      },
+    });
+    await worker.start();
+    await waitFor(() => signal !== undefined, 5_000, "the task to start");
+    await clock.advanceAsync(2_001, 250);
+    expect(signal!.aborted).toBe(true);
+    await waitFor(
+      async () => (await store.getTask(taskIds[0]!))!.lastError?.category === "timeout",
+      5_000,
+      "the timeout to be recorded",
+    );
+    const events = (await store.listTransitions({ entityId: taskIds[0]! })).map((t) => t.event);
+    expect(events).toContain("task_timeout");
+    await worker.stop(0);
   });
 });

@@ -9,7 +9,7 @@ import {
 } from "../model/handler.js";
 import { newId, WORKSTREAM_ID_PREFIX } from "../model/ids.js";
 import { type Logger, silentLogger } from "../observe/logger.js";
-import { type ClassifierRule, classifyError } from "../recovery/classify.js";
+import { type ClassifierRule, classifyError, TaskTimeoutError } from "../recovery/classify.js";
 import type {
   ClaimedTask,
   ExchangeResult,
@@ -50,11 +50,6 @@ interface Running {
 /** Why a handler's signal was aborted. */
 export class LeaseLostError extends Error {
   override readonly name = "LeaseLostError";
-}
-
-/** The error a handler's signal carries when its task's timeout passes. */
-class TaskTimeoutError extends Error {
-  override readonly name = "TimeoutError";
 }
 
 /**
@@ -292,7 +287,7 @@ export class Worker {
     }
     const controller = new AbortController();
     const timer = this.clock.setTimeout(
-      () => controller.abort(new TaskTimeoutError(`task timed out after ${task.timeoutMs} ms`)),
+      () => controller.abort(new TaskTimeoutError(task.timeoutMs)),
       task.timeoutMs,
     );
     this.running.set(task.id, { task, controller, timer });
