@@ -92,6 +92,15 @@ async function expectConsistent(store: SqliteStore): Promise<void> {
 }
 
 describe("submit", () => {
+  it("counts each workstream's tasks by status", async () => {
+    const { store } = setup();
+    const one = await store.submit(spec([{ id: "a" }, { id: "b", deps: ["a"] }, { id: "c" }]));
+    const two = await store.submit(spec([{ id: "x" }]));
+    const counts = await store.countTasks();
+    expect(counts.get(one.workstreamId)).toEqual({ queued: 2, pending: 1 });
+    expect(counts.get(two.workstreamId)).toEqual({ queued: 1 });
+  });
+
   it("writes the workstream and its tasks: no deps → queued, deps → pending", async () => {
     const { store, clock } = setup();
     const { workstreamId, taskIds } = await store.submit(

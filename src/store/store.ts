@@ -144,6 +144,8 @@ export interface Store {
   listWorkstreams(): Promise<WorkstreamRecord[]>;
   getWorkstream(id: string): Promise<WorkstreamRecord | null>;
   listTasks(workstreamId: string): Promise<TaskRecord[]>;
+  /** How many tasks of each workstream are in each status (statuses with none are left out). */
+  countTasks(): Promise<Map<string, Partial<Record<TaskStatus, number>>>>;
   getTask(id: string): Promise<TaskRecord | null>;
   /** Ids (workstreams, tasks) that start with `prefix`, for resolving what a person typed. */
   findIds(prefix: string, limit: number): Promise<{ workstreams: string[]; tasks: string[] }>;

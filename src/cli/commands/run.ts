@@ -4,9 +4,10 @@ import { runWorkstream } from "../../engine/run.js";
 import { loadDefinitionFile, loadHandlersModule } from "../../model/load.js";
 import { createLogger } from "../../observe/logger.js";
 import { globals, withStore } from "../context.js";
-import { print, printJson, table } from "../output.js";
+import { printJson } from "../output.js";
 import { ProgressLine } from "../progress.js";
 import { parseIntOption } from "./options.js";
+import { printWorkstream } from "./status.js";
 
 /** `mend run FILE --handlers MODULE`: submit and run to the end in this process. */
 export function registerRun(program: Command): void {
@@ -38,24 +39,7 @@ export function registerRun(program: Command): void {
       progress?.done();
       const view = viewWorkstream(result.workstream, result.tasks);
       if (json) printJson(view);
-      else {
-        print(`${view.name} ${view.id}: ${view.status}`);
-        print(
-          table(
-            ["TASK", "STATUS", "ATTEMPTS", "NOTE"],
-            view.tasks.map((t) => [
-              t.id,
-              t.status,
-              t.attempts,
-              t.blockedBy
-                ? `blocked by ${t.blockedBy}`
-                : t.status === "failed" && t.lastError
-                  ? `${t.lastError.category}: ${t.lastError.message}`
-                  : "",
-            ]),
-          ),
-        );
-      }
+      else printWorkstream(view);
       if (view.status !== "completed") process.exitCode = 1;
     });
 }

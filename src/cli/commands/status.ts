@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { countByStatus, viewWorkstream } from "../../engine/inspect.js";
+import { countByStatus, viewWorkstream, type WorkstreamView } from "../../engine/inspect.js";
 import { globals, resolveWorkstream, withStore } from "../context.js";
 import { print, printJson, table, time } from "../output.js";
 
@@ -14,9 +14,11 @@ export function registerStatus(program: Command): void {
       await withStore(cmd, async (store) => {
         if (ref === undefined) {
           const all = await store.listWorkstreams();
-          const rows = await Promise.all(
-            all.map(async (ws) => ({ ws, counts: countByStatus(await store.listTasks(ws.id)) })),
-          );
+          const perWorkstream = await store.countTasks();
+          const rows = all.map((ws) => ({
+            ws,
+            counts: { ...countByStatus([]), ...perWorkstream.get(ws.id) },
+          }));
           if (json) {
             printJson(
               rows.map(({ ws, counts }) => ({
@@ -49,25 +51,30 @@ export function registerStatus(program: Command): void {
         const ws = await resolveWorkstream(store, ref);
         const view = viewWorkstream(ws, await store.listTasks(ws.id));
         if (json) return printJson(view);
-        print(`${view.name}  ${view.id}  ${view.status}`);
-        print(
-          table(
-            ["TASK", "HANDLER", "STATUS", "ATTEMPTS", "NOTE"],
-            view.tasks.map((t) => [
-              t.id,
-              t.handler,
-              t.status,
-              `${t.attempts}/${t.maxAttempts}`,
-              t.blockedBy
-                ? `blocked by ${t.blockedBy}`
-                : t.lastError && t.status !== "completed"
-                  ? `${t.lastError.category}: ${t.lastError.message}`
-                  : t.runAt && t.attempts > 0
-                    ? `retry at ${time(t.runAt)}`
-                    : "",
-            ]),
-          ),
-        );
+        printWorkstream(view);
       });
     });
+}
+
+/** A workstream's header and its tasks, with what each is waiting on or failed with. */
+export function printWorkstream(view: WorkstreamView): void {
+  print(`${view.name}  ${view.id}  ${view.status}`);
+  print(
+    table(
+      ["TASK", "HANDLER", "STATUS", "ATTEMPTS", "NOTE"],
+      view.tasks.map((t) => [
+        t.id,
+        t.handler,
+        t.status,
+        `${t.attempts}/${t.maxAttempts}`,
+        t.blockedBy
+          ? `blocked by ${t.blockedBy}`
+          : t.lastError && t.status !== "completed"
+            ? `${t.lastError.category}: ${t.lastError.message}`
+            : t.runAt && t.attempts > 0
+              ? `retry at ${time(t.runAt)}`
+              : "",
+      ]),
+    ),
+  );
 }

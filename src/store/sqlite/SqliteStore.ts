@@ -18,7 +18,12 @@ import type {
   WorkstreamRecord,
 } from "../../model/records.js";
 import type { WorkstreamSpec } from "../../model/spec.js";
-import { assertTransition, type EntityKind, type WorkerStatus } from "../../model/states.js";
+import {
+  assertTransition,
+  type EntityKind,
+  type TaskStatus,
+  type WorkerStatus,
+} from "../../model/states.js";
 import { EVENTS, type EventName, severitiesFrom } from "../../observe/events.js";
 import type { FailureDecision } from "../../recovery/retry.js";
 import { ChainVerifier, GENESIS_HASH, transitionHash } from "../chain.js";
@@ -180,16 +185,11 @@ export class SqliteStore implements Store {
 
   /** Appends one record to the hash-chained log; returns its seq. */
   private append(c: Change, dataJson: string, at: number): number {
-    if (!this.cursor) {
-      const last = this.stmt(
-        "SELECT seq, hash FROM transitions ORDER BY seq DESC LIMIT 1",
-      ).get() as { seq: number; hash: string } | undefined;
-      this.cursor = last ?? { seq: 0, hash: GENESIS_HASH };
-    }
-    const seq = this.cursor.seq + 1;
+    const prev = this.chainCursor();
+    const seq = prev.seq + 1;
     const detailJson = c.detail ? JSON.stringify(c.detail) : null;
     const severity = EVENTS[c.event];
-    const hash = transitionHash(this.cursor.hash, {
+    const hash = transitionHash(prev.hash, {
       seq,
       at,
       entity: c.kind,
@@ -224,13 +224,18 @@ export class SqliteStore implements Store {
 
   /** The seq the next appended record will get (used as a lease's fencing token). */
   private nextSeq(): number {
+    return this.chainCursor().seq + 1;
+  }
+
+  /** The last record's seq and hash, read once per write transaction. */
+  private chainCursor(): { seq: number; hash: string } {
     if (!this.cursor) {
       const last = this.stmt(
         "SELECT seq, hash FROM transitions ORDER BY seq DESC LIMIT 1",
       ).get() as { seq: number; hash: string } | undefined;
       this.cursor = last ?? { seq: 0, hash: GENESIS_HASH };
     }
-    return this.cursor.seq + 1;
+    return this.cursor;
   }
 
   /**
@@ -512,22 +517,19 @@ export class SqliteStore implements Store {
   /** Queues every pending dependent of `taskId` whose dependencies are now all satisfied. */
   private promoteDependents(taskId: string, actor: string): void {
     const candidates = this.stmt(
-      `SELECT t.* FROM task_deps d JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ? AND t.status = 'pending'`,
-    ).all(taskId) as Row[];
+      `SELECT t.id, t.workstream_id FROM task_deps d JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ? AND t.status = 'pending'`,
+    ).all(taskId) as { id: string; workstream_id: string }[];
     for (const c of candidates) {
-      const open = this.stmt(
-        `SELECT COUNT(*) AS n FROM task_deps d JOIN tasks t ON t.id = d.dep_id WHERE d.task_id = ? AND NOT ${SATISFIED_SQL}`,
-      ).get(c.id) as { n: number };
-      if (open.n > 0) continue;
+      if (!this.depsSatisfied(c.id)) continue;
       this.transition({
         kind: "task",
-        id: c.id as string,
+        id: c.id,
         from: "pending",
         to: "queued",
         patch: { runAt: this.clock.now() },
         event: "task_ready",
         actor,
-        workstreamId: c.workstream_id as string,
+        workstreamId: c.workstream_id,
       });
       this.wakePending = true;
     }
@@ -673,17 +675,16 @@ export class SqliteStore implements Store {
   ): Promise<{ lost: string[] }> {
     return this.write(() => {
       const now = this.clock.now();
-      const worker = this.stmt("SELECT status FROM workers WHERE id = ?").get(workerId) as
-        { status: WorkerStatus } | undefined;
-      if (!worker) {
+      const current = this.workerStatus(workerId);
+      if (!current) {
         throw new MendError("not_found", `worker ${workerId} is not registered`, { workerId });
       }
       this.stmt("UPDATE workers SET heartbeat_at = ? WHERE id = ?").run(now, workerId);
-      if (worker.status !== status) {
+      if (current !== status) {
         this.transition({
           kind: "worker",
           id: workerId,
-          from: worker.status,
+          from: current,
           to: status,
           patch: {},
           event: status === "busy" ? "worker_busy" : "worker_idle",
@@ -705,8 +706,7 @@ export class SqliteStore implements Store {
   async registerWorker(info: WorkerInfo): Promise<void> {
     this.write(() => {
       const now = this.clock.now();
-      const existing = this.stmt("SELECT status FROM workers WHERE id = ?").get(info.id) as
-        { status: WorkerStatus } | undefined;
+      const existing = this.workerStatus(info.id);
       const patch = {
         host: info.host,
         pid: info.pid,
@@ -718,7 +718,7 @@ export class SqliteStore implements Store {
       this.transition({
         kind: "worker",
         id: info.id,
-        from: existing?.status ?? null,
+        from: existing,
         to: "idle",
         patch: existing ? patch : { id: info.id, ...patch },
         event: "worker_registered",
@@ -730,13 +730,12 @@ export class SqliteStore implements Store {
 
   async stopWorker(workerId: string): Promise<void> {
     this.write(() => {
-      const w = this.stmt("SELECT status FROM workers WHERE id = ?").get(workerId) as
-        { status: WorkerStatus } | undefined;
-      if (!w || w.status === "shutdown") return;
+      const current = this.workerStatus(workerId);
+      if (!current || current === "shutdown") return;
       this.transition({
         kind: "worker",
         id: workerId,
-        from: w.status,
+        from: current,
         to: "shutdown",
         patch: {},
         event: "worker_shutdown",
@@ -940,6 +939,12 @@ export class SqliteStore implements Store {
     return row ? rowToWorkstream(row) : null;
   }
 
+  private workerStatus(id: string): WorkerStatus | null {
+    const row = this.stmt("SELECT status FROM workers WHERE id = ?").get(id) as
+      { status: WorkerStatus } | undefined;
+    return row?.status ?? null;
+  }
+
   private depsSatisfied(taskId: string): boolean {
     const open = this.stmt(
       `SELECT COUNT(*) AS n FROM task_deps d JOIN tasks t ON t.id = d.dep_id WHERE d.task_id = ? AND NOT ${SATISFIED_SQL}`,
@@ -963,6 +968,19 @@ export class SqliteStore implements Store {
         workstreamId,
       ) as Row[]
     ).map(rowToTask);
+  }
+
+  async countTasks(): Promise<Map<string, Partial<Record<TaskStatus, number>>>> {
+    const rows = this.stmt(
+      "SELECT workstream_id, status, COUNT(*) AS n FROM tasks GROUP BY workstream_id, status",
+    ).all() as { workstream_id: string; status: TaskStatus; n: number }[];
+    const counts = new Map<string, Partial<Record<TaskStatus, number>>>();
+    for (const r of rows) {
+      const ws = counts.get(r.workstream_id) ?? {};
+      ws[r.status] = r.n;
+      counts.set(r.workstream_id, ws);
+    }
+    return counts;
   }
 
   async getTask(id: string): Promise<TaskRecord | null> {
