@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import type { TransitionRecord } from "../model/records.js";
 
 /** Hash of the record before the first one. */
@@ -15,12 +15,12 @@ export type UnhashedTransition = Omit<TransitionRecord, "hash" | "data" | "detai
  * reordering any record breaks every hash after it.
  */
 export function transitionHash(prevHash: string, t: UnhashedTransition): string {
-  // One update call: the hash is on the hot path of every state change.
-  return createHash("sha256")
-    .update(
-      `${prevHash}\n${t.seq}\n${t.at}\n${t.entity}\n${t.entityId}\n${t.workstreamId ?? ""}\n${t.from ?? ""}\n${t.to}\n${t.event}\n${t.severity}\n${t.actor}\n${t.dataJson}\n${t.detailJson ?? ""}`,
-    )
-    .digest("hex");
+  // One-shot hash: it is on the hot path of every state change, and creating a Hash object per
+  // record costs more than the digest itself.
+  return hash(
+    "sha256",
+    `${prevHash}\n${t.seq}\n${t.at}\n${t.entity}\n${t.entityId}\n${t.workstreamId ?? ""}\n${t.from ?? ""}\n${t.to}\n${t.event}\n${t.severity}\n${t.actor}\n${t.dataJson}\n${t.detailJson ?? ""}`,
+  );
 }
 
 /** Result of walking the chain. */
