@@ -77,7 +77,7 @@ export interface SqliteStoreOptions {
 }
 
 /** What one transition changes, and the event it produces. */
-interface Change {
+export interface Change {
   kind: EntityKind;
   id: string;
   from: string | null;
@@ -104,11 +104,16 @@ const SATISFIED_SQL = `(t.status IN ('completed','skipped') OR (t.status = 'fail
  * The embedded store: one SQLite file in WAL mode, shared safely by several processes on one
  * machine. Every state change goes through {@link SqliteStore.transition}, which updates the row
  * and appends one hash-chained record to `transitions` in the same transaction.
+ *
+ * Members marked `@internal` are for the operation modules beside this file (`sqlite/*.ts`), which
+ * implement groups of Store methods on top of the write path; they are not part of {@link Store}.
  */
 export class SqliteStore implements Store {
   readonly url: string;
-  private readonly db: Database.Database;
-  private readonly clock: Clock;
+  /** @internal */
+  readonly db: Database.Database;
+  /** @internal */
+  readonly clock: Clock;
   private readonly statements = new Map<string, Database.Statement>();
   /** Write statements by entity and fields, so the hot path builds no SQL text. */
   private readonly shapes = new Map<string, WriteShape>();
@@ -159,7 +164,8 @@ export class SqliteStore implements Store {
       .immediate();
   }
 
-  private stmt(sql: string): Database.Statement {
+  /** @internal */
+  stmt(sql: string): Database.Statement {
     let s = this.statements.get(sql);
     if (!s) {
       s = this.db.prepare(sql);
@@ -168,8 +174,13 @@ export class SqliteStore implements Store {
     return s;
   }
 
-  /** Runs `fn` in one write transaction (taking the write lock at once). */
-  private write<T>(fn: () => T): T {
+  /** Asks waiting workers to look for work once the current write transaction ends. @internal */
+  wake(): void {
+    this.wakePending = true;
+  }
+
+  /** Runs `fn` in one write transaction (taking the write lock at once). @internal */
+  write<T>(fn: () => T): T {
     try {
       return this.db.transaction(fn).immediate();
     } finally {
@@ -242,8 +253,10 @@ export class SqliteStore implements Store {
    * The one write path (DESIGN.md invariant 1): checks the transition against the state machine,
    * writes the new state guarded by the expected current state, and appends its record. Zero rows
    * changed is a typed refusal, never silence.
+   *
+   * @internal
    */
-  private transition(c: Change): number {
+  transition(c: Change): number {
     assertTransition(c.kind, c.id, c.from, c.to);
     const at = this.clock.now();
     const patch: Record<string, unknown> = { ...c.patch, status: c.to };
@@ -309,7 +322,8 @@ export class SqliteStore implements Store {
     return shape;
   }
 
-  private intervention(who: Actor, target: string, before: unknown, after: unknown): void {
+  /** @internal */
+  intervention(who: Actor, target: string, before: unknown, after: unknown): void {
     const now = this.clock.now();
     this.stmt(
       "INSERT INTO interventions (id, at, actor, command, target, reason, before, after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -514,8 +528,8 @@ export class SqliteStore implements Store {
     return decision;
   }
 
-  /** Queues every pending dependent of `taskId` whose dependencies are now all satisfied. */
-  private promoteDependents(taskId: string, actor: string): void {
+  /** Queues every pending dependent of `taskId` whose dependencies are now all satisfied. @internal */
+  promoteDependents(taskId: string, actor: string): void {
     const candidates = this.stmt(
       `SELECT t.id, t.workstream_id FROM task_deps d JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ? AND t.status = 'pending'`,
     ).all(taskId) as { id: string; workstream_id: string }[];
@@ -535,8 +549,8 @@ export class SqliteStore implements Store {
     }
   }
 
-  /** A reopened dependency no longer satisfies its dependents: queued ones wait again. */
-  private holdDependents(taskId: string, actor: string): void {
+  /** A reopened dependency no longer satisfies its dependents: queued ones wait again. @internal */
+  holdDependents(taskId: string, actor: string): void {
     const queued = this.stmt(
       `SELECT t.id, t.workstream_id FROM task_deps d JOIN tasks t ON t.id = d.task_id WHERE d.dep_id = ? AND t.status = 'queued'`,
     ).all(taskId) as { id: string; workstream_id: string }[];
@@ -555,7 +569,8 @@ export class SqliteStore implements Store {
     }
   }
 
-  private cancelOpenTasks(workstreamId: string, actor: string, reason: string): void {
+  /** @internal */
+  cancelOpenTasks(workstreamId: string, actor: string, reason: string): void {
     const open = this.stmt(
       `SELECT id, status FROM tasks WHERE workstream_id = ? AND status IN ('pending','queued')`,
     ).all(workstreamId) as { id: string; status: string }[];
@@ -578,8 +593,10 @@ export class SqliteStore implements Store {
    * Brings a workstream's status in line with its tasks: an active one with nothing queued or
    * running has settled (completed if every task is satisfied, else failed); a settled one that
    * has work again (an operator retried or skipped a task) is active again.
+   *
+   * @internal
    */
-  private reconcileWorkstream(workstreamId: string, actor: string): void {
+  reconcileWorkstream(workstreamId: string, actor: string): void {
     const ws = this.getWorkstreamRow(workstreamId);
     if (!ws) return;
     const live = this.stmt(
@@ -923,18 +940,21 @@ export class SqliteStore implements Store {
 
   // ---------------------------------------------------------------- reads
 
-  private getTaskRow(id: string): TaskRecord | null {
+  /** @internal */
+  getTaskRow(id: string): TaskRecord | null {
     const row = this.stmt("SELECT * FROM tasks WHERE id = ?").get(id) as Row | undefined;
     return row ? rowToTask(row) : null;
   }
 
-  private requireTask(id: string): TaskRecord {
+  /** @internal */
+  requireTask(id: string): TaskRecord {
     const t = this.getTaskRow(id);
     if (!t) throw new MendError("not_found", `task ${id} not found`, { taskId: id });
     return t;
   }
 
-  private getWorkstreamRow(id: string): WorkstreamRecord | null {
+  /** @internal */
+  getWorkstreamRow(id: string): WorkstreamRecord | null {
     const row = this.stmt("SELECT * FROM workstreams WHERE id = ?").get(id) as Row | undefined;
     return row ? rowToWorkstream(row) : null;
   }
@@ -945,7 +965,8 @@ export class SqliteStore implements Store {
     return row?.status ?? null;
   }
 
-  private depsSatisfied(taskId: string): boolean {
+  /** @internal */
+  depsSatisfied(taskId: string): boolean {
     const open = this.stmt(
       `SELECT COUNT(*) AS n FROM task_deps d JOIN tasks t ON t.id = d.dep_id WHERE d.task_id = ? AND NOT ${SATISFIED_SQL}`,
     ).get(taskId) as { n: number };
