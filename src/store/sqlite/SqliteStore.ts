@@ -26,6 +26,16 @@ import {
 } from "../../model/states.js";
 import { EVENTS, type EventName, severitiesFrom } from "../../observe/events.js";
 import type { FailureDecision } from "../../recovery/retry.js";
+import {
+  encodeIntervention,
+  encodeTransition,
+  type JournalPosition,
+  type JournalTransition,
+  JournalWriter,
+  journalDirFor,
+  listSegments,
+  segmentName,
+} from "../../state/journal.js";
 import { ChainVerifier, GENESIS_HASH, transitionHash } from "../chain.js";
 import {
   applyTransition,
@@ -74,6 +84,8 @@ export interface SqliteStoreOptions {
   synchronous?: "FULL" | "NORMAL";
   /** How long a writer waits for another process's write lock, in ms (default 10 s). */
   busyTimeoutMs?: number;
+  /** Largest transition-journal segment file before a new one starts (default 64 MiB). */
+  journalSegmentBytes?: number;
 }
 
 /** What one transition changes, and the event it produces. */
@@ -125,6 +137,11 @@ export class SqliteStore implements Store {
   /** Chain cursor of the open write transaction; read from the log at its first append. */
   private cursor: { seq: number; hash: string } | null = null;
   private wakePending = false;
+  /** Appends each transaction's records to segment files; null for an in-memory database. */
+  private readonly journal: JournalWriter | null;
+  /** Records and interventions of the open write transaction, for the journal. */
+  private journalPending: string[] = [];
+  private journalFirstSeq = 0;
 
   constructor(
     readonly path: string,
@@ -143,6 +160,11 @@ export class SqliteStore implements Store {
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     this.wakePath = `${path}-wake`;
+    this.journal =
+      path === ":memory:"
+        ? null
+        : new JournalWriter(journalDirFor(path), options.journalSegmentBytes);
+    if (this.journal && !this.readJournalPosition()) this.startJournal(this.journal);
   }
 
   private migrate(): void {
@@ -182,9 +204,16 @@ export class SqliteStore implements Store {
   /** Runs `fn` in one write transaction (taking the write lock at once). @internal */
   write<T>(fn: () => T): T {
     try {
-      return this.db.transaction(fn).immediate();
+      return this.db
+        .transaction(() => {
+          const result = fn();
+          this.flushJournal();
+          return result;
+        })
+        .immediate();
     } finally {
       this.cursor = null;
+      this.journalPending = [];
       if (this.wakePending) {
         this.wakePending = false;
         this.signalWake();
@@ -200,7 +229,7 @@ export class SqliteStore implements Store {
     const seq = prev.seq + 1;
     const detailJson = c.detail ? JSON.stringify(c.detail) : null;
     const severity = EVENTS[c.event];
-    const hash = transitionHash(prev.hash, {
+    const record: JournalTransition = {
       seq,
       at,
       entity: c.kind,
@@ -213,7 +242,14 @@ export class SqliteStore implements Store {
       actor: c.actor,
       dataJson,
       detailJson,
-    });
+      hash: "",
+    };
+    const hash = transitionHash(prev.hash, record);
+    record.hash = hash;
+    if (this.journal) {
+      if (this.journalPending.length === 0) this.journalFirstSeq = seq;
+      this.journalPending.push(encodeTransition(record, false));
+    }
     this.insertTransition.run(
       seq,
       at,
@@ -324,19 +360,107 @@ export class SqliteStore implements Store {
 
   /** @internal */
   intervention(who: Actor, target: string, before: unknown, after: unknown): void {
-    const now = this.clock.now();
+    const at = this.clock.now();
+    const record: InterventionRecord = {
+      id: newId("iv", at),
+      at,
+      actor: who.actor,
+      command: who.command,
+      target,
+      reason: who.reason ?? null,
+      before: before ?? null,
+      after: after ?? null,
+    };
+    this.insertIntervention(record);
+    if (this.journal) this.journalPending.push(encodeIntervention(record, false));
+  }
+
+  private insertIntervention(i: InterventionRecord): void {
     this.stmt(
       "INSERT INTO interventions (id, at, actor, command, target, reason, before, after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     ).run(
-      newId("iv", now),
-      now,
-      who.actor,
-      who.command,
-      target,
-      who.reason ?? null,
-      JSON.stringify(before),
-      JSON.stringify(after),
+      i.id,
+      i.at,
+      i.actor,
+      i.command,
+      i.target,
+      i.reason,
+      JSON.stringify(i.before),
+      JSON.stringify(i.after),
     );
+  }
+
+  // ---------------------------------------------------------------- journal
+
+  /**
+   * Writes the open transaction's records to the journal and makes them durable before the
+   * transaction commits; records where the committed journal now ends, in the same transaction.
+   */
+  private flushJournal(): void {
+    if (!this.journal || this.journalPending.length === 0) return;
+    const lines = this.journalPending;
+    const last = lines.length - 1;
+    lines[last] = `${lines[last]!.slice(0, -2)},"end":true}\n`;
+    const pos = this.journalPosition(this.journal);
+    const lastSeq = this.cursor?.seq ?? pos.lastSeq;
+    const next = this.journal.append(
+      pos,
+      lines.join(""),
+      this.journalFirstSeq || pos.lastSeq + 1,
+      lastSeq,
+    );
+    this.stmt("UPDATE journal_position SET segment = ?, offset = ?, last_seq = ? WHERE id = 1").run(
+      next.segment,
+      next.offset,
+      next.lastSeq,
+    );
+  }
+
+  private readJournalPosition(): JournalPosition | null {
+    const row = this.stmt(
+      "SELECT segment, offset, last_seq FROM journal_position WHERE id = 1",
+    ).get() as { segment: string; offset: number; last_seq: number } | undefined;
+    return row ? { segment: row.segment, offset: row.offset, lastSeq: row.last_seq } : null;
+  }
+
+  /** Where the committed journal ends; a journal this database does not match is refused. */
+  private journalPosition(journal: JournalWriter): JournalPosition {
+    const pos = this.readJournalPosition();
+    if (pos) return pos;
+    throw new MendError(
+      "refused",
+      `the journal ${journal.dir} holds transitions this database (${this.path}) does not know: rebuild the database from it with \`mend state restore --from-transitions\`, or move the journal away to start afresh`,
+      { journal: journal.dir, path: this.path },
+    );
+  }
+
+  /**
+   * Starts the journal of a store that has none yet (new, or made by a version without it) with
+   * everything already in its log. Where journal files exist without a position, they are history
+   * this database lacks: left alone, and writing is refused until the database is restored.
+   */
+  private startJournal(journal: JournalWriter): void {
+    this.db
+      .transaction(() => {
+        if (this.readJournalPosition() || listSegments(journal.dir).length > 0) return;
+        let pos: JournalPosition = { segment: segmentName(1), offset: 0, lastSeq: 0 };
+        const existing = this.stmt("SELECT * FROM transitions ORDER BY seq").all() as Row[];
+        const interventions = this.stmt(
+          "SELECT * FROM interventions ORDER BY at, id",
+        ).all() as Row[];
+        if (existing.length > 0 || interventions.length > 0) {
+          const lines = [
+            ...interventions.map((r) => encodeIntervention(rowToIntervention(r), false)),
+            ...existing.map((r) => encodeTransition(rowToRawTransition(r), false)),
+          ];
+          lines[lines.length - 1] = `${lines.at(-1)!.slice(0, -2)},"end":true}\n`;
+          pos = journal.append(pos, lines.join(""), 1, (existing.at(-1)?.seq as number) ?? 0);
+        }
+        this.stmt(
+          "INSERT INTO journal_position (id, segment, offset, last_seq) VALUES (1, ?, ?, ?)",
+        ).run(pos.segment, pos.offset, pos.lastSeq);
+      })
+      .immediate();
   }
 
   // ---------------------------------------------------------------- submit
@@ -1149,6 +1273,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    this.journal?.close();
     this.watcher?.close();
     this.watcher = null;
     if (this.wakeFd !== null) closeSync(this.wakeFd);

@@ -98,4 +98,14 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     expires_at INTEGER NOT NULL
   );
   `,
+  // v2: where the transition journal (segment files beside the database) ends after the last
+  // commit, so a writer can cut off records of a transaction whose commit never happened.
+  `
+  CREATE TABLE journal_position (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    segment TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL
+  );
+  `,
 ];
