@@ -26,5 +26,31 @@ export type { TaskStatus, WorkerStatus, WorkstreamStatus } from "./model/states.
 export { TRANSITIONS } from "./model/states.js";
 export { classifyError } from "./recovery/classify.js";
 export { RETRY_PRESETS } from "./recovery/retry.js";
+export {
+  type BackupInfo,
+  type BackupOptions,
+  DEFAULT_RETENTION,
+  type RetentionPolicy,
+} from "./state/backups.js";
+export type { Checkpoint, CheckpointRef, CheckpointTask } from "./state/checkpoints.js";
+export { DAG_FORMATS, type DagFormat, type DagWorkstream, renderDag } from "./state/dag-render.js";
+export type { RecoveryPlan, TaskChange } from "./state/recovery-plan.js";
+export {
+  type CheckResult,
+  type SkippedCheck,
+  type ValidationReport,
+  type Violation,
+  validateStore,
+} from "./state/validate.js";
 export { openStore, resolveStoreUrl } from "./store/open.js";
-export type { Store } from "./store/store.js";
+export {
+  type LiveLease,
+  planRestore,
+  type RestoreOptions,
+  type RestorePlan,
+  type RestoreResult,
+  restoreFromBackup,
+  sqlitePathOf,
+  type StoreCondition,
+} from "./store/sqlite/backup.js";
+export type { Actor, DependencyRemoval, RecoveryOptions, Store } from "./store/store.js";

@@ -95,7 +95,7 @@ describe("transition journal", () => {
     const end = committed.indexOf(0);
     // A writer died after writing its journal lines (one whole transaction) but before COMMIT.
     const phantom =
-      '{"seq":999,"at":1,"entity":"task","entityId":"x","workstreamId":null,"from":null,"to":"queued","event":"task_created","severity":"info","actor":"ghost","data":{},"detail":null,"hash":"00","end":true}\n\0';
+      'T\t[999,1,"task","x",null,null,"queued","task_created","info","ghost","00"]\t{}\tnull\tE\n\0';
     const bytes = Buffer.from(committed);
     bytes.write(phantom, end);
     writeFileSync(file, bytes);
@@ -107,7 +107,7 @@ describe("transition journal", () => {
     // A crash in the middle of writing: a line without its transaction's end marker.
     const again = readFileSync(file);
     const stop = again.indexOf(0);
-    again.write('{"seq":12345,"at":1,"entity":"ta', stop);
+    again.write('T\t[12345,1,"ta', stop);
     writeFileSync(file, again);
     const read = readJournal(dir);
     expect(read.transitions.map((t) => [t.seq, t.hash])).toEqual(log);

@@ -1,8 +1,9 @@
 /**
  * Model-based property test of the store: random operations (submits of small DAGs, worker
  * exchanges with random outcomes, clock jumps, lease sweeps, silent worker crashes, operator
- * actions, planner crashes inside transactions, process crashes = close and reopen the file),
- * checking after every step that what the store says agrees with the invariants of DESIGN.md.
+ * actions, workstream rollbacks, re-runs, dependency removals, archive and merge, planner crashes
+ * inside transactions, process crashes = close and reopen the file), checking after every step
+ * that what the store says agrees with the invariants of DESIGN.md.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -13,10 +14,11 @@ import { FakeClock } from "../src/engine/clock.js";
 import { createPlanner } from "../src/engine/planner.js";
 import { MendError } from "../src/errors.js";
 import { FAILURE_CATEGORIES, type FailureCategory } from "../src/model/failure.js";
-import type { TaskStatus } from "../src/model/states.js";
+import { canTransition, FINAL_WORKSTREAM_STATUSES, type TaskStatus } from "../src/model/states.js";
+import type { RecoveryPlan } from "../src/state/recovery-plan.js";
 import { SqliteStore } from "../src/store/sqlite/SqliteStore.js";
 import type { FailurePlanner, HeldLease, Outcome } from "../src/store/store.js";
-import { completionsPerTask, spec } from "./helpers/specs.js";
+import { COMPLETION_EVENTS, spec } from "./helpers/specs.js";
 
 const LEASE_MS = 1_000;
 const WORKERS = ["w0", "w1", "w2"];
@@ -47,6 +49,11 @@ type Op =
   | { k: "heartbeat"; worker: number }
   | { k: "workerCrash"; worker: number }
   | { k: "operator"; action: "retry" | "skip" | "cancel"; pick: number }
+  | { k: "rollback"; ws: number; pick: number; latest: boolean; dryRun: boolean }
+  | { k: "rerun"; ws: number; scope: "all" | "failed"; dryRun: boolean }
+  | { k: "resume"; pick: number; dryRun: boolean }
+  | { k: "depsRemove"; pick: number; dep: number }
+  | { k: "close"; ws: number; to: "archived" | "merged" }
   | { k: "reopen" };
 
 const submitArb = fc.record({
@@ -116,6 +123,45 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       pick: fc.nat(),
     }),
     weight: 3,
+  },
+  {
+    arbitrary: fc.record({
+      k: fc.constant("rollback" as const),
+      ws: fc.nat(),
+      pick: fc.nat(),
+      latest: fc.boolean(),
+      dryRun: fc.constantFrom(false, false, true),
+    }),
+    weight: 2,
+  },
+  {
+    arbitrary: fc.record({
+      k: fc.constant("rerun" as const),
+      ws: fc.nat(),
+      scope: fc.constantFrom("all" as const, "failed" as const),
+      dryRun: fc.constantFrom(false, false, true),
+    }),
+    weight: 1,
+  },
+  {
+    arbitrary: fc.record({
+      k: fc.constant("resume" as const),
+      pick: fc.nat(),
+      dryRun: fc.constantFrom(false, false, true),
+    }),
+    weight: 1,
+  },
+  {
+    arbitrary: fc.record({ k: fc.constant("depsRemove" as const), pick: fc.nat(), dep: fc.nat() }),
+    weight: 1,
+  },
+  {
+    arbitrary: fc.record({
+      k: fc.constant("close" as const),
+      ws: fc.nat(),
+      to: fc.constantFrom("archived" as const, "merged" as const),
+    }),
+    weight: 1,
   },
   { arbitrary: fc.constant({ k: "reopen" as const }), weight: 1 },
 );
@@ -292,7 +338,12 @@ class Run {
           (t) => t,
           (e: unknown) => e,
         );
-        if (ALLOWED[op.action].includes(before.status)) {
+        const ws = (await s.getWorkstream(before.workstreamId))!;
+        if (FINAL_WORKSTREAM_STATUSES.has(ws.status) && result instanceof MendError) {
+          // A task action that would reopen a final workstream is refused by the state machine.
+          expect(["refused", "illegal_transition"]).toContain(result.code);
+          expect((await s.listInterventions()).length).toBe(ivs);
+        } else if (ALLOWED[op.action].includes(before.status)) {
           expect(
             result,
             `${op.action} of a ${before.status} task: ${String(result)}`,
@@ -305,6 +356,36 @@ class Run {
         }
         return;
       }
+      case "rollback":
+      case "rerun":
+      case "resume":
+        return this.recover(op);
+      case "depsRemove": {
+        if (this.taskIds.length === 0) return;
+        const task = (await s.getTask(this.taskIds[op.pick % this.taskIds.length]!))!;
+        if (task.deps.length === 0) return;
+        const dep = `${task.workstreamId}/${task.deps[op.dep % task.deps.length]!}`;
+        const final = FINAL_WORKSTREAM_STATUSES.has(
+          (await s.getWorkstream(task.workstreamId))!.status,
+        );
+        const allowed = !final && task.status === "pending";
+        await this.expectWritten(allowed, () => s.removeDependency(task.id, dep, who("deps")));
+        if (allowed) expect((await s.getTask(task.id))!.deps).not.toContain(dep.split("/")[1]);
+        return;
+      }
+      case "close": {
+        if (this.workstreams.length === 0) return;
+        const wsId = this.workstreams[op.ws % this.workstreams.length]!;
+        const ws = (await s.getWorkstream(wsId))!;
+        const allowed = canTransition("workstream", ws.status, op.to);
+        await this.expectWritten(allowed, () =>
+          op.to === "archived"
+            ? s.archiveWorkstream(wsId, who("archive"))
+            : s.mergeWorkstream(wsId, who("merge")),
+        );
+        if (allowed) expect((await s.getWorkstream(wsId))!.status).toBe(op.to);
+        return;
+      }
       case "reopen": {
         // A process crash between transactions: nothing in memory survives.
         const snap = await s.snapshot();
@@ -314,6 +395,69 @@ class Run {
         return;
       }
     }
+  }
+
+  /**
+   * A workstream recovery: refused (writing nothing) on an archived or merged workstream;
+   * otherwise its dry run is exactly what it then does, and the result is what the plan says.
+   */
+  private async recover(op: Extract<Op, { k: "rollback" | "rerun" | "resume" }>): Promise<void> {
+    const s = this.store;
+    if (this.workstreams.length === 0) return;
+    let wsId: string;
+    let run: (dryRun: boolean) => Promise<RecoveryPlan>;
+    if (op.k === "resume") {
+      const task = (await s.getTask(this.taskIds[op.pick % this.taskIds.length]!))!;
+      wsId = task.workstreamId;
+      run = (dryRun) => s.resumeWorkstream(wsId, task.key, who("resume"), { dryRun });
+    } else if (op.k === "rerun") {
+      wsId = this.workstreams[op.ws % this.workstreams.length]!;
+      run = (dryRun) => s.retryWorkstream(wsId, op.scope, who("retry"), { dryRun });
+    } else {
+      wsId = this.workstreams[op.ws % this.workstreams.length]!;
+      const checkpoints = await s.listCheckpoints(wsId);
+      const to = op.latest ? "latest" : checkpoints[op.pick % checkpoints.length]!.seq;
+      run = (dryRun) => s.rollbackWorkstream(wsId, to, who("rollback"), { dryRun });
+    }
+    const ws = (await s.getWorkstream(wsId))!;
+    if (FINAL_WORKSTREAM_STATUSES.has(ws.status)) {
+      await this.expectWritten(false, () => run(op.dryRun));
+      return;
+    }
+    const len = (await s.listTransitions()).length;
+    const ivs = (await s.listInterventions()).length;
+    const snap = await s.snapshot();
+    const plan = await run(true);
+    expect((await s.listTransitions()).length).toBe(len);
+    expect(await s.snapshot()).toEqual(snap);
+    if (op.dryRun) return;
+    expect(await run(false)).toEqual(plan);
+    expect((await s.listInterventions()).length).toBe(ivs + (plan.changes.length > 0 ? 1 : 0));
+    for (const c of plan.changes) {
+      expect((await s.getTask(`${wsId}/${c.key}`))!.status, `${op.k} ${c.key}`).toBe(c.to);
+      if (op.k === "rollback") expect(c.from).not.toBe("completed");
+    }
+    expect((await s.getWorkstream(wsId))!.status).toBe(plan.workstream.to);
+  }
+
+  /** Runs an action expected to succeed (one intervention) or be refused (nothing written). */
+  private async expectWritten(allowed: boolean, action: () => Promise<unknown>): Promise<void> {
+    const s = this.store;
+    const len = (await s.listTransitions()).length;
+    const ivs = (await s.listInterventions()).length;
+    const result = await action().then(
+      (r) => r,
+      (e: unknown) => e,
+    );
+    if (allowed) {
+      expect(result, String(result)).not.toBeInstanceOf(Error);
+      expect((await s.listInterventions()).length).toBe(ivs + 1);
+      return;
+    }
+    expect(result).toBeInstanceOf(MendError);
+    expect(["refused", "invalid_argument"]).toContain((result as MendError).code);
+    expect((await s.listTransitions()).length).toBe(len);
+    expect((await s.listInterventions()).length).toBe(ivs);
   }
 
   async allTasks() {
@@ -329,7 +473,7 @@ class Run {
     expect(chain.ok, JSON.stringify(chain)).toBe(true);
 
     const log = await s.listTransitions();
-    for (const [id, n] of completionsPerTask(log)) expect(n, `completions of ${id}`).toBe(1);
+    checkCompletionOnce(log);
 
     const tasks = await this.allTasks();
     // Nothing lost: every accepted task is visible.
@@ -347,11 +491,15 @@ class Run {
 
     checkDagFromLog(log);
 
-    // A workstream's status agrees with its tasks once it has settled.
+    // A workstream's status agrees with its tasks once it has settled; a final one runs nothing.
     for (const wsId of this.workstreams) {
       const ws = (await s.getWorkstream(wsId))!;
       const mine = tasks.filter((t) => t.workstreamId === wsId);
       const live = mine.some((t) => t.status === "queued" || t.status === "running");
+      if (FINAL_WORKSTREAM_STATUSES.has(ws.status)) {
+        expect(live, `${ws.status} workstream ${wsId} has live tasks`).toBe(false);
+        continue;
+      }
       const satisfied = mine.every(
         (t) =>
           t.status === "completed" ||
@@ -372,9 +520,29 @@ class Run {
   }
 }
 
+function who(command: string) {
+  return { actor: "op", reason: "prop", command: `test ${command}` };
+}
+
 /**
- * DAG invariant, from the log order alone: when a task started, each of its dependencies was
- * completed, skipped, or a non-critical task that had failed for good.
+ * Completion once: a task's completion is recorded at most once per run. Only a person starts a
+ * new run of a completed task (workstream retry or resume: the task leaves `completed`).
+ */
+function checkCompletionOnce(log: Awaited<ReturnType<SqliteStore["listTransitions"]>>): void {
+  const completions = new Map<string, number>();
+  for (const t of log) {
+    if (t.from === "completed") completions.set(t.entityId, 0);
+    if (!(COMPLETION_EVENTS as readonly string[]).includes(t.event)) continue;
+    const n = (completions.get(t.entityId) ?? 0) + 1;
+    expect(n, `seq ${t.seq}: completions of ${t.entityId} in one run`).toBe(1);
+    completions.set(t.entityId, n);
+  }
+}
+
+/**
+ * DAG invariant, from the log order alone: when a task started, each of its dependencies (as
+ * they were then: a person may have removed some) was completed, skipped, or a non-critical task
+ * that had failed for good.
  */
 function checkDagFromLog(log: Awaited<ReturnType<SqliteStore["listTransitions"]>>): void {
   const status = new Map<string, string>();
@@ -382,14 +550,14 @@ function checkDagFromLog(log: Awaited<ReturnType<SqliteStore["listTransitions"]>
   const deps = new Map<string, string[]>();
   for (const t of log) {
     if (t.entity !== "task") continue;
-    if (t.event === "task_created") {
-      const data = t.data as { deps: string[]; critical: boolean };
+    const data = t.data as { deps?: string[]; critical?: boolean };
+    if (data.deps) {
       deps.set(
         t.entityId,
         data.deps.map((k) => `${t.workstreamId}/${k}`),
       );
-      critical.set(t.entityId, data.critical);
     }
+    if (data.critical !== undefined) critical.set(t.entityId, data.critical);
     if (t.event === "task_started") {
       for (const d of deps.get(t.entityId) ?? []) {
         const st = status.get(d);

@@ -5,6 +5,7 @@ import {
   assertTransition,
   canTransition,
   type EntityKind,
+  FINAL_WORKSTREAM_STATUSES,
   TASK_STATUSES,
   TERMINAL_TASK_STATUSES,
   TRANSITIONS,
@@ -23,20 +24,26 @@ const KINDS = Object.keys(STATUSES) as EntityKind[];
 const EXPECTED: Record<EntityKind, Record<string, string[]>> = {
   task: {
     "": ["pending", "queued"],
-    pending: ["queued", "cancelled", "skipped"],
+    // pending → pending: a dependency removed or attempts reset while it waits.
+    pending: ["pending", "queued", "cancelled", "skipped"],
     queued: ["running", "pending", "cancelled", "skipped"],
-    running: ["completed", "queued", "failed", "cancelled"],
-    completed: [],
+    // running → pending: a rollback or workstream re-run revokes the lease.
+    running: ["completed", "queued", "failed", "cancelled", "pending"],
+    // completed → pending: a person re-runs finished work (workstream retry, resume).
+    completed: ["pending"],
     failed: ["queued", "pending", "skipped"],
     cancelled: ["queued", "pending", "skipped"],
     skipped: ["queued", "pending"],
   },
   workstream: {
     "": ["active"],
-    active: ["completed", "failed", "cancelled"],
-    completed: ["active"],
-    failed: ["active", "completed", "cancelled"],
-    cancelled: ["active"],
+    // active → active: a rollback or re-run of a workstream that is still running.
+    active: ["active", "completed", "failed", "cancelled"],
+    completed: ["active", "archived", "merged"],
+    failed: ["active", "completed", "cancelled", "archived"],
+    cancelled: ["active", "archived"],
+    archived: [],
+    merged: [],
   },
   worker: {
     "": ["idle", "busy"],
@@ -120,19 +127,34 @@ describe("transition table", () => {
     });
   }
 
-  it("no status moves to itself, except a worker re-registering while idle", () => {
+  it("no status moves to itself, except a re-registering worker and records of edits", () => {
+    const selfLoops = new Set(["worker idle", "task pending", "workstream active"]);
     for (const kind of KINDS) {
       for (const s of STATUSES[kind]) {
-        expect(canTransition(kind, s, s), `${kind} ${s}`).toBe(kind === "worker" && s === "idle");
+        expect(canTransition(kind, s, s), `${kind} ${s}`).toBe(selfLoops.has(`${kind} ${s}`));
       }
     }
   });
 
-  it("completed tasks have no exits", () => {
-    expect(TRANSITIONS.task.completed).toEqual([]);
-    for (const to of TASK_STATUSES) {
+  it("a completed task only goes back to pending, when a person re-runs it", () => {
+    expect(TRANSITIONS.task.completed).toEqual(["pending"]);
+    for (const to of TASK_STATUSES.filter((s) => s !== "pending")) {
       const err = refusal("task", "completed", to);
       expect((err as MendError).code).toBe("illegal_transition");
+    }
+  });
+
+  it("archived and merged workstreams are final", () => {
+    expect([...FINAL_WORKSTREAM_STATUSES].sort()).toEqual(["archived", "merged"]);
+    for (const s of FINAL_WORKSTREAM_STATUSES) {
+      expect(TRANSITIONS.workstream[s]).toEqual([]);
+    }
+    // Only a completed workstream's results can have been merged.
+    for (const s of WORKSTREAM_STATUSES) {
+      expect(canTransition("workstream", s, "merged")).toBe(s === "completed");
+      expect(canTransition("workstream", s, "archived")).toBe(
+        ["completed", "failed", "cancelled"].includes(s),
+      );
     }
   });
 
@@ -164,8 +186,10 @@ describe("random walks over the table", () => {
           for (const c of choices) {
             const exits: readonly string[] = table[state ?? ""] ?? [];
             if (exits.length === 0) {
-              // A dead end is only ever `completed`.
-              expect(kind === "task" && state === "completed").toBe(true);
+              // A dead end is only ever a final workstream.
+              expect(kind === "workstream" && FINAL_WORKSTREAM_STATUSES.has(state as never)).toBe(
+                true,
+              );
               break;
             }
             const next: string = exits[c % exits.length]!;

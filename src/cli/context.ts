@@ -39,6 +39,11 @@ export function actorName(): string {
   return `${user}@${hostname()}`;
 }
 
+/** The command as typed, for the interventions log. */
+export function commandLine(): string {
+  return ["mend", ...process.argv.slice(2)].join(" ");
+}
+
 /**
  * Resolves what a person typed to a workstream: an exact id, a unique id prefix, or a name (the
  * newest workstream of that name).

@@ -1,15 +1,19 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from "commander";
 import { isMendError } from "../errors.js";
+import { registerDag } from "./commands/dag.js";
 import { registerDemo } from "./commands/demo.js";
+import { registerDeps } from "./commands/deps.js";
 import { registerEvents } from "./commands/events.js";
 import { registerInterventions } from "./commands/interventions.js";
 import { registerRun } from "./commands/run.js";
 import { registerShow } from "./commands/show.js";
+import { registerState } from "./commands/state.js";
 import { registerStatus } from "./commands/status.js";
 import { registerSubmit } from "./commands/submit.js";
 import { registerTaskActions } from "./commands/task-actions.js";
 import { registerWorker } from "./commands/worker.js";
+import { registerWorkstream } from "./commands/workstream.js";
 import { printJson } from "./output.js";
 
 const EXIT_HELP = `
@@ -41,7 +45,11 @@ export function buildProgram(): Command {
     registerShow,
     registerEvents,
     registerTaskActions,
+    registerWorkstream,
+    registerDag,
+    registerDeps,
     registerInterventions,
+    registerState,
   ]) {
     register(program);
   }

@@ -1,6 +1,7 @@
 import { newId } from "../model/ids.js";
 import type { WorkerRecord } from "../model/records.js";
 import { type Logger, silentLogger } from "../observe/logger.js";
+import type { BackupInfo, RetentionPolicy } from "../state/backups.js";
 import type { FailurePlanner, Store, SweptTask } from "../store/store.js";
 import { type Clock, systemClock, type TimerHandle } from "./clock.js";
 import { createPlanner } from "./planner.js";
@@ -14,6 +15,13 @@ export interface MonitorOptions {
   unresponsiveMs?: number;
   /** A worker silent this long is presumed `shutdown` (default 180 000). */
   shutdownMs?: number;
+  /**
+   * How often the leader backs up the store, when its log has advanced since the newest backup
+   * (default 60 000: a restore loses at most a minute of updates; 0 disables).
+   */
+  backupIntervalMs?: number;
+  /** Retention applied after each automatic backup (default 100 backups, 24 h). */
+  backupRetention?: Partial<RetentionPolicy>;
   id?: string;
   clock?: Clock;
   logger?: Logger;
@@ -26,6 +34,8 @@ export interface MonitorOptions {
 export interface SweepResult {
   requeued: SweptTask[];
   workers: WorkerRecord[];
+  /** The backup this sweep took, if one was due. */
+  backup: BackupInfo | null;
 }
 
 /** Name of the leadership lease that makes exactly one monitor act at a time. */
@@ -41,6 +51,8 @@ export class Monitor {
   private readonly sweepMs: number;
   private readonly unresponsiveMs: number;
   private readonly shutdownMs: number;
+  private readonly backupIntervalMs: number;
+  private readonly backupRetention: Partial<RetentionPolicy> | undefined;
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly planner: FailurePlanner;
@@ -49,6 +61,10 @@ export class Monitor {
   private stopped = true;
   private leading = false;
   private ticking: Promise<void> | null = null;
+  /** The newest backup as last seen; undefined until read after taking the lead. */
+  private newestBackup: BackupInfo | null | undefined;
+  /** After a failed backup, the next attempt waits a backup interval. */
+  private backupPausedUntil = 0;
 
   constructor(options: MonitorOptions) {
     this.store = options.store;
@@ -56,6 +72,8 @@ export class Monitor {
     this.sweepMs = options.sweepMs ?? 1000;
     this.unresponsiveMs = options.unresponsiveMs ?? 30_000;
     this.shutdownMs = options.shutdownMs ?? 180_000;
+    this.backupIntervalMs = options.backupIntervalMs ?? 60_000;
+    this.backupRetention = options.backupRetention;
     this.id = options.id ?? newId("m", this.clock.now());
     this.log = (options.logger ?? silentLogger).child({ monitor: this.id });
     this.planner = options.planner ?? createPlanner();
@@ -93,8 +111,12 @@ export class Monitor {
     }, ms);
   }
 
-  /** One sweep: take or keep leadership; if leading, requeue expired leases and mark workers. */
+  /**
+   * One sweep: take or keep leadership; if leading, requeue expired leases, mark workers, and
+   * back up the store when a backup is due.
+   */
   async tick(): Promise<SweepResult | null> {
+    const wasLeading = this.leading;
     // The lease outlives three sweeps, so a live leader never loses it between ticks.
     this.leading = await this.store.acquireLeadership(
       MONITOR_LEADERSHIP,
@@ -102,9 +124,12 @@ export class Monitor {
       this.sweepMs * 3,
     );
     if (!this.leading) return null;
+    // Another monitor may have taken backups while this one was not leading.
+    if (!wasLeading) this.newestBackup = undefined;
     const requeued = await this.store.sweepExpiredLeases(this.planner);
     const workers = await this.store.markSilentWorkers(this.unresponsiveMs, this.shutdownMs);
-    const result = { requeued, workers };
+    const backup = await this.backupIfDue();
+    const result = { requeued, workers, backup };
     for (const t of requeued) {
       this.log.warn("lease expired", {
         task: t.taskId,
@@ -112,7 +137,36 @@ export class Monitor {
         action: t.decision.action,
       });
     }
-    if (requeued.length > 0 || workers.length > 0) this.onSweep?.(result);
+    if (requeued.length > 0 || workers.length > 0 || backup) this.onSweep?.(result);
     return result;
+  }
+
+  /**
+   * Backs the store up when the newest backup is a backup interval old and the log has moved on
+   * from it. A failure is logged and never stops the reaper; the next attempt waits an interval.
+   */
+  private async backupIfDue(): Promise<BackupInfo | null> {
+    const now = this.clock.now();
+    if (this.backupIntervalMs === 0 || now < this.backupPausedUntil) return null;
+    try {
+      if (this.newestBackup === undefined) {
+        this.newestBackup = (await this.store.listBackups())[0] ?? null;
+      }
+      const newest = this.newestBackup;
+      if (newest && now - newest.createdAt < this.backupIntervalMs) return null;
+      // By hash, not seq: after a restore the log may be shorter than the newest backup's.
+      const [last] = await this.store.listTransitions({ newestFirst: true, limit: 1 });
+      if (!last || last.hash === newest?.lastHash) return null;
+      this.newestBackup = await this.store.backup({
+        reason: "scheduled",
+        retention: this.backupRetention,
+      });
+      this.log.info("backup taken", { backup: this.newestBackup.id });
+      return this.newestBackup;
+    } catch (err) {
+      this.backupPausedUntil = now + this.backupIntervalMs;
+      this.log.error("backup failed", { err: String(err) });
+      return null;
+    }
   }
 }

@@ -20,8 +20,32 @@ export const TERMINAL_TASK_STATUSES: ReadonlySet<TaskStatus> = new Set([
   "skipped",
 ]);
 
-export const WORKSTREAM_STATUSES = ["active", "completed", "failed", "cancelled"] as const;
+/**
+ * True when a task in `status` lets its dependents run: completed, skipped, or a non-critical task
+ * that failed for good (DESIGN.md invariant 7 and "Task states").
+ */
+export function satisfiesDependents(status: TaskStatus, critical: boolean): boolean {
+  return status === "completed" || status === "skipped" || (status === "failed" && !critical);
+}
+
+export const WORKSTREAM_STATUSES = [
+  "active",
+  "completed",
+  "failed",
+  "cancelled",
+  "archived",
+  "merged",
+] as const;
 export type WorkstreamStatus = (typeof WORKSTREAM_STATUSES)[number];
+
+/**
+ * Workstream statuses nothing leaves: an archived workstream is closed to recovery, and a merged
+ * one's results are in their destination, so rolling it back or re-running it would fork them.
+ */
+export const FINAL_WORKSTREAM_STATUSES: ReadonlySet<WorkstreamStatus> = new Set([
+  "archived",
+  "merged",
+]);
 
 export const WORKER_STATUSES = ["idle", "busy", "unresponsive", "shutdown"] as const;
 export type WorkerStatus = (typeof WORKER_STATUSES)[number];
@@ -31,29 +55,38 @@ export type EntityKind = "task" | "workstream" | "worker";
 
 /**
  * The one table of allowed transitions. `null` as a source is creation.
- * - task `queued → pending`: an operator reset (rollback) — kept for the state-recovery work.
+ * - task `queued → pending`: a rollback's reset, or a dependent sent back to wait when its
+ *   dependency is retried.
  * - task `running → queued`: a retry after failure, a lost lease, or a graceful release.
- * - task `failed|cancelled|skipped → queued|pending`: operator retry / revival.
- * - task `queued → pending`: also a dependent sent back to wait when its dependency is retried.
+ * - task `running → pending`: a rollback or workstream re-run revokes the lease (the worker is
+ *   told through its heartbeat and stops; its outcome is refused).
+ * - task `failed|cancelled|skipped → queued|pending`: operator retry / revival / rollback.
+ * - task `completed → pending`: a person re-runs finished work (`workstream retry`, `resume`).
+ * - task `pending → pending`: the task's definition changed while it waits (a dependency removed,
+ *   attempts reset); the record carries the change so replay reproduces it.
  * - workstream `failed → completed`: an operator skipped what made it fail.
+ * - workstream `active → active`: a rollback or re-run of a workstream that is still running.
+ * - workstream `archived`, `merged`: final (see {@link FINAL_WORKSTREAM_STATUSES}).
  */
 export const TRANSITIONS = {
   task: {
     "": ["pending", "queued"],
-    pending: ["queued", "cancelled", "skipped"],
+    pending: ["pending", "queued", "cancelled", "skipped"],
     queued: ["running", "pending", "cancelled", "skipped"],
-    running: ["completed", "queued", "failed", "cancelled"],
-    completed: [],
+    running: ["completed", "queued", "failed", "cancelled", "pending"],
+    completed: ["pending"],
     failed: ["queued", "pending", "skipped"],
     cancelled: ["queued", "pending", "skipped"],
     skipped: ["queued", "pending"],
   },
   workstream: {
     "": ["active"],
-    active: ["completed", "failed", "cancelled"],
-    completed: ["active"],
-    failed: ["active", "completed", "cancelled"],
-    cancelled: ["active"],
+    active: ["active", "completed", "failed", "cancelled"],
+    completed: ["active", "archived", "merged"],
+    failed: ["active", "completed", "cancelled", "archived"],
+    cancelled: ["active", "archived"],
+    archived: [],
+    merged: [],
   },
   worker: {
     "": ["idle", "busy"],

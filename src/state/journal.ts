@@ -5,12 +5,14 @@ import {
   fdatasyncSync,
   fstatSync,
   fsyncSync,
-    mkdirSync,
+  mkdirSync,
   openSync,
   readdirSync,
   readFileSync,
   readSync,
   renameSync,
+  statSync,
+  writeFileSync,
   writeSync,
 } from "node:fs";
 import { basename, dirname, extname, join } from "node:path";
@@ -23,9 +25,11 @@ import type { UnhashedTransition } from "../store/chain.js";
  * each transaction's records written and fsynced before the transaction commits. A database file
  * that is destroyed or corrupted can be rebuilt from it with no committed transition lost.
  *
- * A segment is a file of JSON lines named after the seq of its first record. The last line of
- * each transaction carries `"end":true`, so a transaction cut short by a crash mid-write is
- * recognised and left out. Where the committed journal ends is recorded in the database in the
+ * A segment is a file of lines named after the seq of its first record. A transition's line is
+ * `T`, its header (a JSON array), its data and its detail, separated by tabs — JSON text never
+ * holds a raw tab, and the data is kept as the exact text its hash covers. An intervention's line
+ * is `I` and its JSON. The last line of each transaction ends with a tab and `E`, so a
+ * transaction cut short by a crash mid-write is recognised and left out. Where the committed journal ends is recorded in the database in the
  * same transaction ({@link JournalPosition}); bytes beyond it belong to a transaction whose commit
  * never happened and are cut off by the next writer.
  */
@@ -46,7 +50,7 @@ export interface JournalPosition {
 /** Default largest segment before a new one is started. */
 export const DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024;
 
-const SEGMENT_SUFFIX = ".jsonl";
+const SEGMENT_SUFFIX = ".journal";
 
 /** The journal directory of a database file: `.mend/mend.db` → `.mend/journal/mend/`. */
 export function journalDirFor(dbPath: string): string {
@@ -62,18 +66,40 @@ export function segmentName(seq: number): string {
 export function listSegments(dir: string): string[] {
   if (!existsSync(dir)) return [];
   return readdirSync(dir)
-    .filter((f) => /^\d{16}\.jsonl$/.test(f))
+    .filter((f) => /^\d{16}\.journal$/.test(f))
     .sort();
 }
 
-/** One journal line for a transition; `end` marks the last record of its transaction. */
-export function encodeTransition(t: JournalTransition, end: boolean): string {
-  return `{"seq":${t.seq},"at":${t.at},"entity":"${t.entity}","entityId":${JSON.stringify(t.entityId)},"workstreamId":${t.workstreamId === null ? "null" : JSON.stringify(t.workstreamId)},"from":${t.from === null ? "null" : JSON.stringify(t.from)},"to":${JSON.stringify(t.to)},"event":"${t.event}","severity":"${t.severity}","actor":${JSON.stringify(t.actor)},"data":${t.dataJson},"detail":${t.detailJson ?? "null"},"hash":"${t.hash}"${end ? ',"end":true' : ""}}\n`;
+/** One journal line for a transition. */
+export function encodeTransition(t: JournalTransition): string {
+  const header = JSON.stringify([
+    t.seq,
+    t.at,
+    t.entity,
+    t.entityId,
+    t.workstreamId,
+    t.from,
+    t.to,
+    t.event,
+    t.severity,
+    t.actor,
+    t.hash,
+  ]);
+  return `T\t${header}\t${t.dataJson}\t${t.detailJson ?? "null"}\n`;
 }
 
 /** One journal line for an intervention (not part of the hash chain; kept so a rebuild has them). */
-export function encodeIntervention(i: InterventionRecord, end: boolean): string {
-  return `${JSON.stringify({ intervention: i, ...(end ? { end: true } : {}) })}\n`;
+export function encodeIntervention(i: InterventionRecord): string {
+  return `I\t${JSON.stringify(i)}\n`;
+}
+
+const END = "\tE";
+
+/** Marks the last of a transaction's lines as its end; returns them as one string. */
+export function endTransaction(lines: string[]): string {
+  const last = lines.length - 1;
+  lines[last] = `${lines[last]!.slice(0, -1)}${END}\n`;
+  return lines.join("");
 }
 
 /** Segments grow in steps of this many zero bytes, so a commit's fsync flushes data, not file size. */
@@ -181,7 +207,7 @@ export class JournalWriter {
     readSync(fd, tail, 0, tail.length, offset);
     const nul = tail.indexOf(0);
     const text = tail.subarray(0, nul < 0 ? tail.length : nul).toString("utf8");
-    const ends = text.split('"end":true}\n').length - 1;
+    const ends = text.split(`${END}\n`).length - 1;
     if (ends > 1) {
       const path = join(this.dir, segment);
       throw new MendError(
@@ -211,100 +237,193 @@ function syncDirectory(dir: string): void {
   }
 }
 
-/** What reading a journal found. */
-export interface JournalContents {
-  transitions: JournalTransition[];
+/**
+ * A transition read back from the journal, with its JSON both as hashed text and decoded (unless
+ * the scan was asked not to decode it, when `data` is empty and `detail` null).
+ */
+export type ReadTransition = JournalTransition & {
+  data: Record<string, unknown>;
+  detail: Record<string, unknown> | null;
+};
+
+/** One committed transaction as read from the journal. */
+export interface JournalTransaction {
+  transitions: ReadTransition[];
   interventions: InterventionRecord[];
-  /** Records of a last transaction that was cut short mid-write (left out). */
-  tornRecords: number;
+  /** Where the journal ends after this transaction. */
+  end: JournalPosition;
 }
 
-/** Where to stop reading: at the transaction containing `toSeq`, or before the first record after `toTime`. */
+/** Where to stop reading: after the transaction holding `toSeq`, or before the first one after `toTime`. */
 export interface JournalLimit {
   toSeq?: number;
   toTime?: number;
 }
 
-type Line = Record<string, unknown> & { end?: boolean };
+/** What a scan of the journal found besides the transactions it visited. */
+export interface JournalScan {
+  /** Where the journal ends after the last transaction visited. */
+  end: JournalPosition;
+  /** Records of a last transaction cut short mid-write, left out. */
+  tornRecords: number;
+}
 
 /**
- * Reads every committed transaction from the journal in `dir`, in order, stopping at a
- * transaction boundary at or after `limit`. A last transaction without its end marker (a crash
- * mid-write) is left out and counted.
+ * Visits every committed transaction in the journal in `dir`, in order, up to `limit`, without
+ * holding the whole journal in memory. A last transaction without its end marker (a crash
+ * mid-write) is left out and counted; a line that cannot be read is a typed corruption error
+ * naming the segment and byte.
  */
-export function readJournal(dir: string, limit: JournalLimit = {}): JournalContents {
-  const transitions: JournalTransition[] = [];
-  const interventions: InterventionRecord[] = [];
-  let txTransitions: JournalTransition[] = [];
-  let txInterventions: InterventionRecord[] = [];
+export function scanJournal(
+  dir: string,
+  limit: JournalLimit,
+  visit: (tx: JournalTransaction) => void,
+  options: { decodeData?: boolean } = {},
+): JournalScan {
+  const decodeData = options.decodeData ?? true;
+  let end: JournalPosition = { segment: segmentName(1), offset: 0, lastSeq: 0 };
+  let transitions: ReadTransition[] = [];
+  let interventions: InterventionRecord[] = [];
   let done = false;
   for (const segment of listSegments(dir)) {
-    const expected = (transitions.at(-1)?.seq ?? 0) + 1;
     // A segment starting before the expected seq was begun by a transaction that never committed
     // (its writer died while starting it); the committed records went on in the previous one.
-    if (transitions.length > 0 && Number(segment.slice(0, 16)) < expected) continue;
+    if (end.lastSeq > 0 && Number(segment.slice(0, 16)) <= end.lastSeq) continue;
+    // A transaction never spans segments: one left open at the end of the previous segment was
+    // cut short by a crash, and the next writer went on in a new segment.
+    transitions = [];
+    interventions = [];
     const bytes = readFileSync(join(dir, segment));
-    const nul = bytes.indexOf(0);
-    const text = bytes.subarray(0, nul < 0 ? bytes.length : nul).toString("utf8");
+    const stop = bytes.indexOf(0);
+    const size = stop < 0 ? bytes.length : stop;
     let start = 0;
-    while (!done) {
-      const nl = text.indexOf("\n", start);
-      if (nl < 0) break;
-      const raw = text.slice(start, nl);
+    while (!done && start < size) {
+      const nl = bytes.indexOf(10, start);
+      if (nl < 0 || nl >= size) break;
+      const text = bytes.toString("utf8", start, nl);
+      const offset = start;
       start = nl + 1;
-      if (raw === "") continue;
-      let line: Line;
+      const closes = text.endsWith(END);
+      const parts = (closes ? text.slice(0, -END.length) : text).split("\t");
       try {
-        line = JSON.parse(raw) as Line;
+        if (parts[0] === "I" && parts.length === 2) {
+          interventions.push(JSON.parse(parts[1]!) as InterventionRecord);
+        } else if (parts[0] === "T" && parts.length === 4) {
+          const t = decodeTransition(parts[1]!, parts[2]!, parts[3]!, decodeData);
+          if (limit.toTime !== undefined && t.at > limit.toTime && transitions.length === 0) {
+            done = true;
+            break;
+          }
+          transitions.push(t);
+        } else {
+          throw new Error("unknown line");
+        }
       } catch {
         throw new MendError(
           "store_corrupt",
-          `journal ${join(dir, segment)} has an unreadable line at byte ${start - raw.length - 1}`,
-          { segment, offset: start - raw.length - 1 },
+          `journal segment ${join(dir, segment)} has an unreadable line at byte ${offset}`,
+          { segment, offset },
         );
       }
-      if (line.intervention) {
-        txInterventions.push(line.intervention as InterventionRecord);
-      } else {
-        const t = decodeLine(line);
-        if (limit.toTime !== undefined && t.at > limit.toTime && txTransitions.length === 0) {
-          done = true;
-          break;
-        }
-        txTransitions.push(t);
-      }
-      if (line.end) {
-        transitions.push(...txTransitions);
-        interventions.push(...txInterventions);
-        const last = txTransitions.at(-1);
-        txTransitions = [];
-        txInterventions = [];
-        if (limit.toSeq !== undefined && last && last.seq >= limit.toSeq) done = true;
-      }
+      if (!closes) continue;
+      end = { segment, offset: start, lastSeq: transitions.at(-1)?.seq ?? end.lastSeq };
+      visit({ transitions, interventions, end });
+      transitions = [];
+      interventions = [];
+      if (limit.toSeq !== undefined && end.lastSeq >= limit.toSeq) done = true;
     }
     if (done) break;
   }
+  return { end, tornRecords: done ? 0 : transitions.length + interventions.length };
+}
+
+/** Everything in a journal, read into memory (for tests and small journals). */
+export function readJournal(
+  dir: string,
+  limit: JournalLimit = {},
+): JournalScan & { transitions: ReadTransition[]; interventions: InterventionRecord[] } {
+  const transitions: ReadTransition[] = [];
+  const interventions: InterventionRecord[] = [];
+  const scan = scanJournal(dir, limit, (tx) => {
+    transitions.push(...tx.transitions);
+    interventions.push(...tx.interventions);
+  });
+  return { ...scan, transitions, interventions };
+}
+
+const NOT_DECODED: Record<string, unknown> = Object.freeze({});
+
+function decodeTransition(
+  header: string,
+  dataJson: string,
+  detailJson: string,
+  decodeData: boolean,
+): ReadTransition {
+  const [seq, at, entity, entityId, workstreamId, from, to, event, severity, actor, hash] =
+    JSON.parse(header) as [
+      number,
+      number,
+      JournalTransition["entity"],
+      string,
+      string | null,
+      string | null,
+      string,
+      string,
+      JournalTransition["severity"],
+      string,
+      string,
+    ];
   return {
-    transitions,
-    interventions,
-    tornRecords: done ? 0 : txTransitions.length + txInterventions.length,
+    seq,
+    at,
+    entity,
+    entityId,
+    workstreamId,
+    from,
+    to,
+    event,
+    severity,
+    actor,
+    dataJson,
+    detailJson: detailJson === "null" ? null : detailJson,
+    data: decodeData ? (JSON.parse(dataJson) as Record<string, unknown>) : NOT_DECODED,
+    detail:
+      !decodeData || detailJson === "null"
+        ? null
+        : (JSON.parse(detailJson) as Record<string, unknown>),
+    hash,
   };
 }
 
-function decodeLine(line: Line): JournalTransition {
-  return {
-    seq: line.seq as number,
-    at: line.at as number,
-    entity: line.entity as JournalTransition["entity"],
-    entityId: line.entityId as string,
-    workstreamId: (line.workstreamId as string | null) ?? null,
-    from: (line.from as string | null) ?? null,
-    to: line.to as string,
-    event: line.event as string,
-    severity: line.severity as JournalTransition["severity"],
-    actor: line.actor as string,
-    dataJson: JSON.stringify(line.data),
-    detailJson: line.detail === null || line.detail === undefined ? null : JSON.stringify(line.detail),
-    hash: line.hash as string,
-  };
+/**
+ * Cuts the journal back to `pos` (a restored database's position): whatever was committed after it
+ * is moved to `archive`, not deleted, so nothing is destroyed. Returns how many bytes were moved.
+ */
+export function discardJournalAfter(dir: string, pos: JournalPosition, archive: string): number {
+  let moved = 0;
+  const current = join(dir, pos.segment);
+  if (existsSync(current)) {
+    const bytes = readFileSync(current);
+    const stop = bytes.indexOf(0, pos.offset);
+    const tail = bytes.subarray(pos.offset, stop < 0 ? bytes.length : stop);
+    if (tail.length > 0) {
+      mkdirSync(archive, { recursive: true });
+      writeFileSync(join(archive, `${pos.segment}.after-${pos.offset}`), tail);
+      moved += tail.length;
+      const fd = openSync(current, "r+");
+      try {
+        writeSync(fd, Buffer.alloc(1), 0, 1, pos.offset);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+    }
+  }
+  for (const name of listSegments(dir)) {
+    if (name <= pos.segment) continue;
+    mkdirSync(archive, { recursive: true });
+    moved += statSync(join(dir, name)).size;
+    renameSync(join(dir, name), join(archive, name));
+  }
+  return moved;
 }

@@ -48,3 +48,16 @@ export function applyTransition(state: StateSnapshot, t: TransitionRecord): void
   const next = withoutLiveness(t.entity, { ...(current ?? {}), ...t.data, status: t.to });
   (table as Record<string, unknown>)[t.entityId] = next;
 }
+
+/** Replay builds records from patches; fills the fields no patch set so they compare equal. */
+export function normalizeReplayed(snap: StateSnapshot): StateSnapshot {
+  const taskDefaults = {
+    leaseToken: null,
+    leaseWorker: null,
+    lastDelayMs: null,
+    output: null,
+    lastError: null,
+  };
+  for (const [id, t] of Object.entries(snap.tasks)) snap.tasks[id] = { ...taskDefaults, ...t };
+  return snap;
+}

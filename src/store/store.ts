@@ -8,8 +8,11 @@ import type {
   WorkstreamRecord,
 } from "../model/records.js";
 import type { WorkstreamSpec } from "../model/spec.js";
-import type { TaskStatus, WorkerStatus } from "../model/states.js";
+import type { EntityKind, TaskStatus, WorkerStatus } from "../model/states.js";
 import type { FailureDecision } from "../recovery/retry.js";
+import type { BackupInfo, BackupOptions } from "../state/backups.js";
+import type { Checkpoint, CheckpointRef } from "../state/checkpoints.js";
+import type { RecoveryPlan } from "../state/recovery-plan.js";
 import type { ChainReport } from "./chain.js";
 import type { StateSnapshot } from "./replay.js";
 
@@ -94,10 +97,54 @@ export interface Actor {
   command: string;
 }
 
+/** Options of {@link Store.repair}. */
+export interface RepairOptions {
+  who: Actor;
+  planner: FailurePlanner;
+  /** A running task whose lease expired longer ago than this is treated as lost. */
+  leaseGraceMs: number;
+  dryRun: boolean;
+}
+
+/** One entity whose stored row disagreed with the log, and in which fields (`*`: row missing). */
+export interface RowRepair {
+  kind: EntityKind;
+  id: string;
+  fields: string[];
+}
+
+/** What a repair changed (or, in a dry run, would change). */
+export interface RepairOutcome {
+  /** Rows rewritten from the log. */
+  rows: RowRepair[];
+  /** Running tasks without a live lease, handed to the retry policy as `worker_lost`. */
+  requeued: string[];
+  /** Workstreams whose status did not follow from their tasks. */
+  workstreams: { id: string; from: string; to: string }[];
+  /** Rows the log never created: nothing to derive them from, left for a person. */
+  unexplained: { kind: EntityKind; id: string }[];
+}
+
 /** Overrides an operator may give when retrying a task. */
 export interface RetryOverrides {
   timeoutMs?: number;
   maxAttempts?: number;
+}
+
+/** Options of the workstream recoveries. */
+export interface RecoveryOptions {
+  /** Compute and return the plan only: nothing is written. */
+  dryRun?: boolean;
+}
+
+/** What removing a dependency changed (or, in a dry run, would change). */
+export interface DependencyRemoval {
+  taskId: string;
+  /** Key of the dependency removed. */
+  removed: string;
+  deps: { from: string[]; to: string[] };
+  /** `queued` when nothing else held the task back. */
+  status: { from: TaskStatus; to: TaskStatus };
 }
 
 /**
@@ -156,11 +203,74 @@ export interface Store {
   /** Count of transitions per (entity id, event), e.g. to count completions. */
   countEvents(event: string, workstreamId?: string): Promise<Map<string, number>>;
 
+  // ---- workstream recovery: checkpoints, rollback, re-runs, DAG edits. Each change is an
+  // intervention (actor, reason, before and after); archived and merged workstreams refuse them.
+
+  /** A workstream's checkpoints, newest first: the newest `limit`, or all. */
+  listCheckpoints(workstreamId: string, limit?: number): Promise<Checkpoint[]>;
+  /**
+   * Rolls a workstream back to a checkpoint: running tasks lose their lease, tasks take their
+   * state at the checkpoint (queued or running ones become pending), completed tasks stay.
+   */
+  rollbackWorkstream(
+    workstreamId: string,
+    to: CheckpointRef,
+    who: Actor,
+    options?: RecoveryOptions,
+  ): Promise<RecoveryPlan>;
+  /** Runs every task again (`all`), or the failed and cancelled ones and their dependents. */
+  retryWorkstream(
+    workstreamId: string,
+    scope: "all" | "failed",
+    who: Actor,
+    options?: RecoveryOptions,
+  ): Promise<RecoveryPlan>;
+  /** Runs the task `fromTask` (its key) and everything downstream of it again. */
+  resumeWorkstream(
+    workstreamId: string,
+    fromTask: string,
+    who: Actor,
+    options?: RecoveryOptions,
+  ): Promise<RecoveryPlan>;
+  /** Removes "`taskId` depends on `depId`"; the task is queued if nothing else holds it. */
+  removeDependency(
+    taskId: string,
+    depId: string,
+    who: Actor,
+    options?: RecoveryOptions,
+  ): Promise<DependencyRemoval>;
+  /** Closes a finished workstream for good (completed, failed or cancelled). */
+  archiveWorkstream(workstreamId: string, who: Actor): Promise<WorkstreamRecord>;
+  /** Records that a completed workstream's results were merged into their destination (final). */
+  mergeWorkstream(workstreamId: string, who: Actor): Promise<WorkstreamRecord>;
+
   /** The current state, without liveness fields (what replay must reproduce). */
   snapshot(): Promise<StateSnapshot>;
   /** Rebuilds state from the transition log alone. */
   replay(): Promise<StateSnapshot>;
   verifyChain(): Promise<ChainReport>;
+
+  // -------------------------------------------------------------- backups and validation
+
+  /**
+   * Takes a consistent copy of the whole store while workers run, then applies the retention
+   * policy. Logged as an intervention when `options.actor` (a person) asked for it.
+   */
+  backup(options: BackupOptions): Promise<BackupInfo>;
+  /** Complete backups of this store, newest first. */
+  listBackups(): Promise<BackupInfo[]>;
+  /** Problems the database's own integrity check finds; empty when it is sound. */
+  integrityCheck(): Promise<string[]>;
+
+  // -------------------------------------------------------------- repair
+
+  /**
+   * Fixes what follows from the log, in one transaction: rows that disagree with it are rewritten
+   * from it, running tasks without a live lease go through the retry policy as `worker_lost`, and
+   * workstream statuses are recomputed. A dry run computes exactly that and writes nothing. Only
+   * meaningful when the hash chain verifies. Logged as an intervention when anything changed.
+   */
+  repair(options: RepairOptions): Promise<RepairOutcome>;
 
   /** Calls `fn` soon after another process may have queued work; returns an unsubscribe. */
   onWake(fn: () => void): () => void;

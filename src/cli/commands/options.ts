@@ -8,3 +8,12 @@ export function parseIntOption(value: string): number {
   }
   return n;
 }
+
+/** Parses a whole number of at least 0 (e.g. `--limit`, where 0 means no limit). */
+export function parseCountOption(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) {
+    throw new InvalidArgumentError(`expected a whole number, got "${value}"`);
+  }
+  return n;
+}

@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import { MendError } from "../../errors.js";
 import { parseDuration } from "../../model/duration.js";
 import type { TaskRecord } from "../../model/records.js";
-import { actorName, confirm, globals, resolveTask, withStore } from "../context.js";
+import { actorName, commandLine, confirm, globals, resolveTask, withStore } from "../context.js";
 import { print, printJson } from "../output.js";
 import { parseIntOption } from "./options.js";
 
@@ -87,9 +87,4 @@ export function registerTaskActions(program: Command): void {
         report(cmd, "cancelled", after);
       });
     });
-}
-
-/** The command as typed, for the interventions log. */
-function commandLine(): string {
-  return ["mend", ...process.argv.slice(2)].join(" ");
 }

@@ -15,6 +15,7 @@ interface WorkerCliOptions {
   lease: string;
   sweep: string;
   grace: string;
+  backupInterval: string;
   monitor: boolean;
   id?: string;
 }
@@ -33,7 +34,12 @@ export function registerWorker(program: Command): void {
     .option("--lease <duration>", "lease length past the last heartbeat", "5s")
     .option("--sweep <duration>", "monitor sweep interval", "1s")
     .option("--grace <duration>", "on SIGTERM/SIGINT, how long running tasks may finish", "30s")
-    .option("--no-monitor", "do not take part in monitor election (lease reaping)")
+    .option(
+      "--backup-interval <duration>",
+      "while this worker's monitor leads, back up the store this often if it changed (0: never)",
+      "60s",
+    )
+    .option("--no-monitor", "do not take part in monitor election (lease reaping, backups)")
     .option("--id <id>", "worker id (default: generated)")
     .addHelpText(
       "after",
@@ -53,7 +59,12 @@ export function registerWorker(program: Command): void {
         logger,
       });
       const monitor = opts.monitor
-        ? new Monitor({ store, sweepMs: parseDuration(opts.sweep), logger })
+        ? new Monitor({
+            store,
+            sweepMs: parseDuration(opts.sweep),
+            backupIntervalMs: parseDuration(opts.backupInterval),
+            logger,
+          })
         : null;
       const graceMs = parseDuration(opts.grace);
       let signals = 0;

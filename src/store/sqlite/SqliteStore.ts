@@ -29,6 +29,7 @@ import type { FailureDecision } from "../../recovery/retry.js";
 import {
   encodeIntervention,
   encodeTransition,
+  endTransaction,
   type JournalPosition,
   type JournalTransition,
   JournalWriter,
@@ -36,22 +37,30 @@ import {
   listSegments,
   segmentName,
 } from "../../state/journal.js";
+import { type BackupInfo, type BackupOptions, listBackupsOf } from "../../state/backups.js";
+import type { Checkpoint, CheckpointRef } from "../../state/checkpoints.js";
+import type { RecoveryPlan } from "../../state/recovery-plan.js";
 import { ChainVerifier, GENESIS_HASH, transitionHash } from "../chain.js";
 import {
   applyTransition,
   emptySnapshot,
   LIVENESS,
+  normalizeReplayed,
   type StateSnapshot,
   withoutLiveness,
 } from "../replay.js";
 import type {
   Actor,
   ClaimedTask,
+  DependencyRemoval,
   ExchangeRequest,
   ExchangeResult,
   FailurePlanner,
   HeldLease,
   Outcome,
+  RecoveryOptions,
+  RepairOptions,
+  RepairOutcome,
   RetryOverrides,
   Settlement,
   Store,
@@ -59,10 +68,16 @@ import type {
   TransitionQuery,
   WorkerInfo,
 } from "../store.js";
+import { integrityProblems, takeBackup } from "./backup.js";
+import { readCheckpoints } from "./checkpoints.js";
 import {
   type ColumnKind,
   ENTITY_TABLES,
   encodeField,
+  INSERT_INTERVENTION,
+  interventionRow,
+  TRANSITION_COLUMNS,
+  transitionRow,
   rowToIntervention,
   rowToRawTransition,
   rowToTask,
@@ -71,6 +86,14 @@ import {
   rowToWorkstream,
 } from "./codec.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
+import { repairState } from "./repair.js";
+import {
+  closeWorkstream,
+  removeDependency,
+  resumeWorkstream,
+  retryWorkstream,
+  rollbackWorkstream,
+} from "./workstream-ops.js";
 
 type Row = Record<string, unknown>;
 
@@ -156,8 +179,7 @@ export class SqliteStore implements Store {
     this.db.pragma("foreign_keys = ON");
     this.migrate();
     this.insertTransition = this.db.prepare(
-      `INSERT INTO transitions (seq, at, entity, entity_id, workstream_id, from_state, to_state, event, severity, actor, data, detail, hash)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO transitions (${TRANSITION_COLUMNS}) VALUES (${"?, ".repeat(12)}?)`,
     );
     this.wakePath = `${path}-wake`;
     this.journal =
@@ -248,23 +270,9 @@ export class SqliteStore implements Store {
     record.hash = hash;
     if (this.journal) {
       if (this.journalPending.length === 0) this.journalFirstSeq = seq;
-      this.journalPending.push(encodeTransition(record, false));
+      this.journalPending.push(encodeTransition(record));
     }
-    this.insertTransition.run(
-      seq,
-      at,
-      c.kind,
-      c.id,
-      c.workstreamId,
-      c.from,
-      c.to,
-      c.event,
-      severity,
-      c.actor,
-      dataJson,
-      detailJson,
-      hash,
-    );
+    this.insertTransition.run(transitionRow(record));
     this.cursor = { seq, hash };
     return seq;
   }
@@ -372,22 +380,11 @@ export class SqliteStore implements Store {
       after: after ?? null,
     };
     this.insertIntervention(record);
-    if (this.journal) this.journalPending.push(encodeIntervention(record, false));
+    if (this.journal) this.journalPending.push(encodeIntervention(record));
   }
 
   private insertIntervention(i: InterventionRecord): void {
-    this.stmt(
-      "INSERT INTO interventions (id, at, actor, command, target, reason, before, after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    ).run(
-      i.id,
-      i.at,
-      i.actor,
-      i.command,
-      i.target,
-      i.reason,
-      JSON.stringify(i.before),
-      JSON.stringify(i.after),
-    );
+    this.stmt(INSERT_INTERVENTION).run(interventionRow(i));
   }
 
   // ---------------------------------------------------------------- journal
@@ -398,14 +395,11 @@ export class SqliteStore implements Store {
    */
   private flushJournal(): void {
     if (!this.journal || this.journalPending.length === 0) return;
-    const lines = this.journalPending;
-    const last = lines.length - 1;
-    lines[last] = `${lines[last]!.slice(0, -2)},"end":true}\n`;
     const pos = this.journalPosition(this.journal);
     const lastSeq = this.cursor?.seq ?? pos.lastSeq;
     const next = this.journal.append(
       pos,
-      lines.join(""),
+      endTransaction(this.journalPending),
       this.journalFirstSeq || pos.lastSeq + 1,
       lastSeq,
     );
@@ -450,11 +444,15 @@ export class SqliteStore implements Store {
         ).all() as Row[];
         if (existing.length > 0 || interventions.length > 0) {
           const lines = [
-            ...interventions.map((r) => encodeIntervention(rowToIntervention(r), false)),
-            ...existing.map((r) => encodeTransition(rowToRawTransition(r), false)),
+            ...interventions.map((r) => encodeIntervention(rowToIntervention(r))),
+            ...existing.map((r) => encodeTransition(rowToRawTransition(r))),
           ];
-          lines[lines.length - 1] = `${lines.at(-1)!.slice(0, -2)},"end":true}\n`;
-          pos = journal.append(pos, lines.join(""), 1, (existing.at(-1)?.seq as number) ?? 0);
+          pos = journal.append(
+            pos,
+            endTransaction(lines),
+            1,
+            (existing.at(-1)?.seq as number) ?? 0,
+          );
         }
         this.stmt(
           "INSERT INTO journal_position (id, segment, offset, last_seq) VALUES (1, ?, ?, ?)",
@@ -591,8 +589,8 @@ export class SqliteStore implements Store {
     };
   }
 
-  /** Records a running task's failure and what the planner decided about it. */
-  private applyFailure(
+  /** Records a running task's failure and what the planner decided about it. @internal */
+  applyFailure(
     row: TaskRecord,
     failure: Failure,
     planner: FailurePlanner,
@@ -1207,6 +1205,15 @@ export class SqliteStore implements Store {
   // ---------------------------------------------------------------- integrity
 
   async snapshot(): Promise<StateSnapshot> {
+    return this.readState();
+  }
+
+  async replay(): Promise<StateSnapshot> {
+    return this.replayLog();
+  }
+
+  /** The state as stored, liveness left out, in one consistent read. @internal */
+  readState(): StateSnapshot {
     const snap = emptySnapshot();
     const read = this.db.transaction(() => {
       for (const r of this.stmt("SELECT * FROM workstreams").iterate() as Iterable<Row>) {
@@ -1226,14 +1233,15 @@ export class SqliteStore implements Store {
     return snap;
   }
 
-  async replay(): Promise<StateSnapshot> {
+  /** The state the log describes, rebuilt from its first record. @internal */
+  replayLog(): StateSnapshot {
     const snap = emptySnapshot();
     for (const r of this.stmt(
       "SELECT * FROM transitions ORDER BY seq",
     ).iterate() as Iterable<Row>) {
       applyTransition(snap, rowToTransition(r));
     }
-    return normalizeSnapshot(snap);
+    return normalizeReplayed(snap);
   }
 
   async verifyChain() {
@@ -1280,11 +1288,94 @@ export class SqliteStore implements Store {
     this.wakeFd = null;
     if (this.db.open) this.db.close();
   }
+
+  // ---------------------------------------------------------------- backups and validation
+
+  async backup(options: BackupOptions): Promise<BackupInfo> {
+    return takeBackup(this, options);
+  }
+
+  async listBackups(): Promise<BackupInfo[]> {
+    return listBackupsOf(this.path);
+  }
+
+  async integrityCheck(): Promise<string[]> {
+    return integrityProblems(this.db);
+  }
+
+  /**
+   * Starts the journal afresh from the log, for a restore whose backup has no journal position
+   * (taken before the journal existed). Call inside the restore's write transaction. @internal
+   */
+  restartJournal(): void {
+    if (this.journal) this.startJournal(this.journal);
+  }
+
+  // ---------------------------------------------------------------- repair
+
+  async repair(options: RepairOptions): Promise<RepairOutcome> {
+    return repairState(this, options);
+  }
+
+  // ---------------------------------------------------------------- workstream recovery
+
+  async listCheckpoints(workstreamId: string, limit?: number): Promise<Checkpoint[]> {
+    return readCheckpoints(this, workstreamId, limit);
+  }
+
+  async rollbackWorkstream(
+    workstreamId: string,
+    to: CheckpointRef,
+    who: Actor,
+    options: RecoveryOptions = {},
+  ): Promise<RecoveryPlan> {
+    return rollbackWorkstream(this, workstreamId, to, who, options);
+  }
+
+  async retryWorkstream(
+    workstreamId: string,
+    scope: "all" | "failed",
+    who: Actor,
+    options: RecoveryOptions = {},
+  ): Promise<RecoveryPlan> {
+    return retryWorkstream(this, workstreamId, scope, who, options);
+  }
+
+  async resumeWorkstream(
+    workstreamId: string,
+    fromTask: string,
+    who: Actor,
+    options: RecoveryOptions = {},
+  ): Promise<RecoveryPlan> {
+    return resumeWorkstream(this, workstreamId, fromTask, who, options);
+  }
+
+  async removeDependency(
+    taskId: string,
+    depId: string,
+    who: Actor,
+    options: RecoveryOptions = {},
+  ): Promise<DependencyRemoval> {
+    return removeDependency(this, taskId, depId, who, options);
+  }
+
+  async archiveWorkstream(workstreamId: string, who: Actor): Promise<WorkstreamRecord> {
+    return closeWorkstream(this, workstreamId, "archived", who);
+  }
+
+  async mergeWorkstream(workstreamId: string, who: Actor): Promise<WorkstreamRecord> {
+    return closeWorkstream(this, workstreamId, "merged", who);
+  }
 }
 
 const WAKE_BYTE = Buffer.from("1");
 
-const RELEASED_LEASE = { leaseToken: null, leaseWorker: null, leaseExpiresAt: null } as const;
+/** The patch that ends a task's lease. @internal */
+export const RELEASED_LEASE = {
+  leaseToken: null,
+  leaseWorker: null,
+  leaseExpiresAt: null,
+} as const;
 
 function pickState(t: TaskRecord) {
   return {
@@ -1293,17 +1384,4 @@ function pickState(t: TaskRecord) {
     maxAttempts: t.retry.maxAttempts,
     timeoutMs: t.timeoutMs,
   };
-}
-
-/** Replay builds records from patches; fill fields a patch never set so they compare equal. */
-function normalizeSnapshot(snap: StateSnapshot): StateSnapshot {
-  const taskDefaults = {
-    leaseToken: null,
-    leaseWorker: null,
-    lastDelayMs: null,
-    output: null,
-    lastError: null,
-  };
-  for (const [id, t] of Object.entries(snap.tasks)) snap.tasks[id] = { ...taskDefaults, ...t };
-  return snap;
 }

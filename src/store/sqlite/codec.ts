@@ -140,3 +140,44 @@ export function rowToIntervention(row: Row): InterventionRecord {
     after: row.after ? JSON.parse(row.after as string) : null,
   };
 }
+
+/** Columns of a `transitions` row, in the order {@link transitionRow} gives their values. */
+export const TRANSITION_COLUMNS =
+  "seq, at, entity, entity_id, workstream_id, from_state, to_state, event, severity, actor, data, detail, hash";
+
+/** The column values of one `transitions` row. */
+export function transitionRow(t: UnhashedTransition & { hash: string }): unknown[] {
+  return [
+    t.seq,
+    t.at,
+    t.entity,
+    t.entityId,
+    t.workstreamId,
+    t.from,
+    t.to,
+    t.event,
+    t.severity,
+    t.actor,
+    t.dataJson,
+    t.detailJson,
+    t.hash,
+  ];
+}
+
+/** Inserts one intervention; values from {@link interventionRow}. */
+export const INSERT_INTERVENTION =
+  "INSERT INTO interventions (id, at, actor, command, target, reason, before, after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+
+/** The column values of one `interventions` row. */
+export function interventionRow(i: InterventionRecord): unknown[] {
+  return [
+    i.id,
+    i.at,
+    i.actor,
+    i.command,
+    i.target,
+    i.reason,
+    JSON.stringify(i.before),
+    JSON.stringify(i.after),
+  ];
+}

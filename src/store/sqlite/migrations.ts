@@ -108,4 +108,16 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     last_seq INTEGER NOT NULL
   );
   `,
+  // v3: materialized checkpoint folds (src/state/checkpoints.ts): a cache of the transition log,
+  // written lazily when checkpoints are read, never on the hot path. `hash` is the hash of the
+  // record at `seq`; a snapshot whose record no longer matches is ignored.
+  `
+  CREATE TABLE checkpoint_snapshots (
+    workstream_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (workstream_id, seq)
+  ) WITHOUT ROWID;
+  `,
 ];

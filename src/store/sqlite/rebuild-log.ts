@@ -1,0 +1,94 @@
+/**
+ * The half of a rebuild that runs in a worker thread: reads the journal, verifies its hash chain
+ * and copies every transition and intervention into the new database, while the main thread
+ * replays the state from the same journal (see rebuild.ts).
+ */
+import { parentPort, workerData } from "node:worker_threads";
+import Database from "better-sqlite3";
+import { isMendError, MendError } from "../../errors.js";
+import { type JournalLimit, type JournalScan, scanJournal } from "../../state/journal.js";
+import { ChainVerifier } from "../chain.js";
+import {
+  INSERT_INTERVENTION,
+  interventionRow,
+  TRANSITION_COLUMNS,
+  transitionRow,
+} from "./codec.js";
+
+/** What the main thread asks for. */
+export interface LogCopyRequest {
+  /** Marks a rebuild's worker thread (other workers, e.g. a test runner's, carry other data). */
+  mendRebuildLog: true;
+  journalDir: string;
+  target: string;
+  limit: JournalLimit;
+}
+
+/** What the worker answers: the copy's figures, or the error that stopped it. */
+export type LogCopyReply =
+  | (JournalScan & { transitions: number; interventions: number; lastHash: string | null })
+  | { error: { code: MendError["code"]; message: string; context: Record<string, unknown> } };
+
+const BATCH = 200;
+const COLUMNS = 13;
+
+/** Copies the log of the journal into `target`, whose schema already exists. */
+export function copyLog(request: LogCopyRequest): LogCopyReply {
+  const db = new Database(request.target);
+  try {
+    db.pragma("journal_mode = OFF");
+    db.pragma("synchronous = OFF");
+    const row = `(${"?, ".repeat(COLUMNS - 1)}?)`;
+    const insertOne = db.prepare(`INSERT INTO transitions (${TRANSITION_COLUMNS}) VALUES ${row}`);
+    const insertMany = db.prepare(
+      `INSERT INTO transitions (${TRANSITION_COLUMNS}) VALUES ${Array.from({ length: BATCH }, () => row).join(", ")}`,
+    );
+    const insertIntervention = db.prepare(INSERT_INTERVENTION);
+    const chain = new ChainVerifier();
+    let batch: unknown[] = [];
+    let transitions = 0;
+    let interventions = 0;
+    let lastHash: string | null = null;
+    db.exec("BEGIN");
+    const scan = scanJournal(
+      request.journalDir,
+      request.limit,
+      (tx) => {
+        for (const t of tx.transitions) {
+          if (!chain.push(t)) {
+            const broken = chain.report().brokenAt!;
+            throw new MendError(
+              "store_corrupt",
+              `the journal's chain breaks at seq ${broken.seq} (${broken.reason}); restore up to the record before it with --to-seq ${broken.seq - 1}`,
+              { seq: broken.seq, reason: broken.reason },
+            );
+          }
+          batch.push(...transitionRow(t));
+          if (batch.length === BATCH * COLUMNS) {
+            insertMany.run(batch);
+            batch = [];
+          }
+          lastHash = t.hash;
+          transitions++;
+        }
+        for (const i of tx.interventions) {
+          insertIntervention.run(interventionRow(i));
+          interventions++;
+        }
+      },
+      { decodeData: false },
+    );
+    for (let i = 0; i < batch.length; i += COLUMNS) insertOne.run(batch.slice(i, i + COLUMNS));
+    db.exec("COMMIT");
+    return { ...scan, transitions, interventions, lastHash };
+  } catch (err) {
+    const e = isMendError(err) ? err : new MendError("internal", String(err));
+    return { error: { code: e.code, message: e.message, context: e.context } };
+  } finally {
+    db.close();
+  }
+}
+
+if (parentPort && (workerData as Partial<LogCopyRequest> | null)?.mendRebuildLog === true) {
+  parentPort.postMessage(copyLog(workerData as LogCopyRequest));
+}

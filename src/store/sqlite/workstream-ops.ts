@@ -1,0 +1,371 @@
+/**
+ * Workstream recovery on the SQLite store: rollback to a checkpoint, re-running the whole
+ * workstream, its failed part or everything from one task on, removing a dependency, and closing
+ * a workstream for good (archived, merged). Each is an intervention: one write transaction in
+ * which every state change is a transition, plus one interventions entry. With `dryRun` the plan
+ * is computed the same way and nothing is written.
+ */
+import { MendError } from "../../errors.js";
+import { taskId as makeTaskId } from "../../model/ids.js";
+import type { TaskRecord, WorkstreamRecord } from "../../model/records.js";
+import {
+  canTransition,
+  FINAL_WORKSTREAM_STATUSES,
+  satisfiesDependents,
+  type TaskStatus,
+} from "../../model/states.js";
+import type { EventName } from "../../observe/events.js";
+import type { CheckpointRef } from "../../state/checkpoints.js";
+import {
+  type PlanWorkstream,
+  planResume,
+  planRetry,
+  planRollback,
+  type RecoveryPlan,
+} from "../../state/recovery-plan.js";
+import type { Actor, DependencyRemoval, RecoveryOptions } from "../store.js";
+import {
+  checkpointAt,
+  latestQuietCheckpoint,
+  openCheckpointLog,
+  saveSnapshots,
+} from "./checkpoints.js";
+import { rowToTask } from "./codec.js";
+import { RELEASED_LEASE, type SqliteStore } from "./SqliteStore.js";
+
+/** The events an operation's records carry. */
+interface OperationEvents {
+  task: EventName;
+  workstream: EventName;
+}
+
+const EVENTS_OF: Record<RecoveryPlan["operation"], OperationEvents> = {
+  rollback: { task: "task_rolled_back", workstream: "workstream_rolled_back" },
+  retry: { task: "task_reset", workstream: "workstream_retried" },
+  "retry-failed": { task: "task_reset", workstream: "workstream_retried" },
+  resume: { task: "task_reset", workstream: "workstream_resumed" },
+};
+
+/** Rolls a workstream back to a checkpoint (see {@link planRollback} for what that means). */
+export function rollbackWorkstream(
+  store: SqliteStore,
+  workstreamId: string,
+  to: CheckpointRef,
+  who: Actor,
+  options: RecoveryOptions,
+): RecoveryPlan {
+  return inTransaction(store, options, () => {
+    const ws = requireOpenWorkstream(store, workstreamId, "rolled back");
+    const log = openCheckpointLog(store, workstreamId);
+    const checkpoint = to === "latest" ? latestQuietCheckpoint(log) : checkpointAt(log, to);
+    const plan = planRollback(planInput(store, ws), checkpoint);
+    if (!options.dryRun) {
+      saveSnapshots(log);
+      apply(store, plan, who);
+    }
+    return plan;
+  });
+}
+
+/** Runs a workstream again: every task (`all`), or its failed and cancelled part (`failed`). */
+export function retryWorkstream(
+  store: SqliteStore,
+  workstreamId: string,
+  scope: "all" | "failed",
+  who: Actor,
+  options: RecoveryOptions,
+): RecoveryPlan {
+  return inTransaction(store, options, () => {
+    const ws = requireOpenWorkstream(store, workstreamId, "retried");
+    const plan = planRetry(planInput(store, ws), scope);
+    if (!options.dryRun) apply(store, plan, who);
+    return plan;
+  });
+}
+
+/** Runs the task `fromKey` (as written in the definition) and everything downstream again. */
+export function resumeWorkstream(
+  store: SqliteStore,
+  workstreamId: string,
+  fromKey: string,
+  who: Actor,
+  options: RecoveryOptions,
+): RecoveryPlan {
+  return inTransaction(store, options, () => {
+    const ws = requireOpenWorkstream(store, workstreamId, "resumed");
+    const input = planInput(store, ws);
+    if (!input.tasks.some((t) => t.key === fromKey)) {
+      throw new MendError(
+        "not_found",
+        `workstream ${workstreamId} has no task "${fromKey}" (its tasks: ${listed(input.tasks.map((t) => t.key))})`,
+        { workstreamId, task: fromKey },
+      );
+    }
+    const plan = planResume(input, fromKey);
+    if (!options.dryRun) apply(store, plan, who);
+    return plan;
+  });
+}
+
+/**
+ * Removes "`taskId` depends on `depId`". Only a pending task waits for its dependencies, so only a
+ * pending task's can be removed; it is queued at once if nothing else holds it back. The task's
+ * `deps` change through a transition, so replay reproduces the edit.
+ */
+export function removeDependency(
+  store: SqliteStore,
+  taskId: string,
+  depId: string,
+  who: Actor,
+  options: RecoveryOptions,
+): DependencyRemoval {
+  return inTransaction(store, options, () => {
+    const task = store.requireTask(taskId);
+    const dep = store.requireTask(depId);
+    const ws = requireOpenWorkstream(store, task.workstreamId, "edited");
+    if (dep.workstreamId !== task.workstreamId || !task.deps.includes(dep.key)) {
+      throw new MendError(
+        "invalid_argument",
+        `${task.id} does not depend on ${dep.id}; ${task.deps.length ? `it depends on: ${task.deps.join(", ")}` : "it has no dependencies"}`,
+        { taskId, depId, deps: task.deps },
+      );
+    }
+    if (task.status !== "pending") {
+      throw new MendError(
+        "refused",
+        `task ${task.id} is ${task.status}: only a pending task waits for its dependencies${task.status === "failed" || task.status === "cancelled" ? " (retry it first, then remove the dependency)" : ""}`,
+        { taskId, status: task.status },
+      );
+    }
+    const deps = task.deps.filter((d) => d !== dep.key);
+    const siblings = new Map(planInput(store, ws).tasks.map((t) => [t.key, t]));
+    const ready = deps.every((k) => {
+      const d = siblings.get(k)!;
+      return satisfiesDependents(d.status, d.critical);
+    });
+    const removal: DependencyRemoval = {
+      taskId: task.id,
+      removed: dep.key,
+      deps: { from: task.deps, to: deps },
+      status: { from: task.status, to: ready ? "queued" : "pending" },
+    };
+    if (options.dryRun) return removal;
+    store.transition({
+      kind: "task",
+      id: task.id,
+      from: "pending",
+      to: "pending",
+      patch: { deps },
+      event: "task_dependency_removed",
+      actor: who.actor,
+      workstreamId: task.workstreamId,
+      detail: { removed: dep.key, reason: who.reason ?? null },
+    });
+    store.stmt("DELETE FROM task_deps WHERE task_id = ? AND dep_id = ?").run(task.id, dep.id);
+    if (store.depsSatisfied(task.id)) promote(store, task.id, task.workstreamId, who.actor);
+    const after = store.requireTask(task.id);
+    store.intervention(
+      who,
+      task.id,
+      { status: task.status, deps: task.deps },
+      { status: after.status, deps: after.deps },
+    );
+    store.reconcileWorkstream(task.workstreamId, who.actor);
+    return { ...removal, status: { from: task.status, to: after.status } };
+  });
+}
+
+/**
+ * Closes a workstream for good: `archived` (from completed, failed or cancelled) or `merged`
+ * (from completed: its results were merged into their destination).
+ */
+export function closeWorkstream(
+  store: SqliteStore,
+  workstreamId: string,
+  to: "archived" | "merged",
+  who: Actor,
+): WorkstreamRecord {
+  return store.write(() => {
+    const ws = requireOpenWorkstream(store, workstreamId, to);
+    if (!canTransition("workstream", ws.status, to)) {
+      throw new MendError(
+        "refused",
+        `workstream ${ws.id} is ${ws.status}; only a ${to === "merged" ? "completed" : "completed, failed or cancelled"} workstream can be ${to}`,
+        { workstreamId, status: ws.status },
+      );
+    }
+    store.transition({
+      kind: "workstream",
+      id: ws.id,
+      from: ws.status,
+      to,
+      patch: {},
+      event: to === "merged" ? "workstream_merged" : "workstream_archived",
+      actor: who.actor,
+      workstreamId: ws.id,
+      detail: { reason: who.reason ?? null },
+    });
+    const after = store.getWorkstreamRow(ws.id)!;
+    store.intervention(who, ws.id, { status: ws.status }, { status: after.status });
+    return after;
+  });
+}
+
+/** A dry run reads in one consistent snapshot and writes nothing; otherwise one write. */
+function inTransaction<T>(store: SqliteStore, options: RecoveryOptions, fn: () => T): T {
+  return options.dryRun ? store.db.transaction(fn).deferred() : store.write(fn);
+}
+
+/** The workstream, unless it is missing (not found) or final (refused, naming its status). */
+function requireOpenWorkstream(
+  store: SqliteStore,
+  workstreamId: string,
+  verb: string,
+): WorkstreamRecord {
+  const ws = store.getWorkstreamRow(workstreamId);
+  if (!ws) {
+    throw new MendError("not_found", `workstream ${workstreamId} not found`, { workstreamId });
+  }
+  if (FINAL_WORKSTREAM_STATUSES.has(ws.status)) {
+    throw new MendError(
+      "refused",
+      `workstream ${ws.id} is ${ws.status}${ws.status === "merged" ? " (its results are in their destination)" : ""}; it cannot be ${verb}`,
+      { workstreamId, status: ws.status },
+    );
+  }
+  return ws;
+}
+
+function planInput(store: SqliteStore, ws: WorkstreamRecord): PlanWorkstream {
+  const rows = store
+    .stmt("SELECT * FROM tasks WHERE workstream_id = ? ORDER BY rowid")
+    .all(ws.id) as Record<string, unknown>[];
+  return { id: ws.id, status: ws.status, tasks: rows.map(rowToTask) };
+}
+
+/**
+ * Applies a plan: the workstream's record first (it says what happened and why), then each
+ * task's reset, then the queuing of the ready ones once every reset is in, then the workstream
+ * settles as its tasks say.
+ */
+function apply(store: SqliteStore, plan: RecoveryPlan, who: Actor): void {
+  if (plan.changes.length === 0) return;
+  const events = EVENTS_OF[plan.operation];
+  const ws = store.getWorkstreamRow(plan.workstreamId)!;
+  const reason = who.reason ?? null;
+  store.transition({
+    kind: "workstream",
+    id: ws.id,
+    from: ws.status,
+    to: "active",
+    patch: {},
+    event: events.workstream,
+    actor: who.actor,
+    workstreamId: ws.id,
+    detail: {
+      reason,
+      checkpoint: plan.checkpoint?.seq ?? null,
+      fromTask: plan.fromTask,
+      changed: plan.changes.length,
+      kept: plan.kept,
+      resourcesReleased: plan.resourcesReleased,
+    },
+  });
+  const now = store.clock.now();
+  const byKey = new Map<string, TaskRecord>();
+  for (const c of plan.changes) {
+    const task = store.requireTask(makeTaskId(ws.id, c.key));
+    byKey.set(c.key, task);
+    const reset: TaskStatus = c.to === "queued" ? "pending" : c.to;
+    if (c.from === reset && c.attempts.from === c.attempts.to) continue;
+    const detail = {
+      reason,
+      operation: plan.operation,
+      ...(plan.checkpoint ? { checkpoint: plan.checkpoint.seq } : {}),
+      ...(c.revokesLease ? { revokedLease: task.leaseToken, worker: task.leaseWorker } : {}),
+    };
+    let patch: Record<string, unknown> = {
+      attempts: c.attempts.to,
+      workerLostStreak: 0,
+      ...(c.revokesLease ? RELEASED_LEASE : {}),
+      ...(reset === "pending" ? { runAt: now, lastError: null, lastDelayMs: null } : {}),
+    };
+    let from = c.from;
+    // No direct edge (e.g. running → skipped, failed → cancelled): through pending.
+    if (!canTransition("task", from, reset)) {
+      store.transition({
+        kind: "task",
+        id: task.id,
+        from,
+        to: "pending",
+        patch,
+        event: events.task,
+        actor: who.actor,
+        workstreamId: ws.id,
+        detail,
+      });
+      from = "pending";
+      patch = {};
+    }
+    store.transition({
+      kind: "task",
+      id: task.id,
+      from,
+      to: reset,
+      patch,
+      event: events.task,
+      actor: who.actor,
+      workstreamId: ws.id,
+      detail,
+    });
+  }
+  for (const c of plan.changes) {
+    if (c.to !== "queued") continue;
+    const id = byKey.get(c.key)!.id;
+    // The plan decided from the same rows; the store's own check guards the DAG invariant.
+    if (!store.depsSatisfied(id)) {
+      throw new MendError(
+        "internal",
+        `${plan.operation} would queue ${id} before its dependencies`,
+        {
+          taskId: id,
+        },
+      );
+    }
+    promote(store, id, ws.id, who.actor);
+  }
+  store.reconcileWorkstream(ws.id, who.actor);
+  store.intervention(
+    who,
+    ws.id,
+    { status: ws.status, tasks: Object.fromEntries(plan.changes.map((c) => [c.key, c.from])) },
+    {
+      status: store.getWorkstreamRow(ws.id)!.status,
+      ...(plan.checkpoint ? { checkpoint: plan.checkpoint.seq } : {}),
+      ...(plan.fromTask ? { fromTask: plan.fromTask } : {}),
+      tasks: Object.fromEntries(plan.changes.map((c) => [c.key, c.to])),
+      kept: plan.kept,
+    },
+  );
+}
+
+function promote(store: SqliteStore, id: string, workstreamId: string, actor: string): void {
+  store.transition({
+    kind: "task",
+    id,
+    from: "pending",
+    to: "queued",
+    patch: { runAt: store.clock.now() },
+    event: "task_ready",
+    actor,
+    workstreamId,
+  });
+  store.wake();
+}
+
+/** Up to 20 names, then how many more. */
+function listed(names: string[]): string {
+  return names.length <= 20
+    ? names.join(", ")
+    : `${names.slice(0, 20).join(", ")} and ${names.length - 20} more`;
+}
