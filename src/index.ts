@@ -35,6 +35,7 @@ export {
 export type { Checkpoint, CheckpointRef, CheckpointTask } from "./state/checkpoints.js";
 export { DAG_FORMATS, type DagFormat, type DagWorkstream, renderDag } from "./state/dag-render.js";
 export type { RecoveryPlan, TaskChange } from "./state/recovery-plan.js";
+export { type RepairReport, repairStore } from "./state/repair.js";
 export {
   type CheckResult,
   type SkippedCheck,
@@ -50,7 +51,17 @@ export {
   type RestorePlan,
   type RestoreResult,
   restoreFromBackup,
+  type JournalRestoreOptions,
+  type JournalRestoreResult,
+  restoreFromJournal,
   sqlitePathOf,
   type StoreCondition,
 } from "./store/sqlite/backup.js";
-export type { Actor, DependencyRemoval, RecoveryOptions, Store } from "./store/store.js";
+export type {
+  Actor,
+  DependencyRemoval,
+  RecoveryOptions,
+  RepairOptions,
+  RepairOutcome,
+  Store,
+} from "./store/store.js";

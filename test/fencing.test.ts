@@ -1,3 +1,4 @@
+import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { FakeClock } from "../src/engine/clock.js";
 import { Monitor } from "../src/engine/Monitor.js";
@@ -61,6 +62,40 @@ async function expireAndSweep(store: Store, clock: FakeClock): Promise<void> {
 }
 
 describe("fencing at the store", () => {
+  it("refuses a stale holder whose token was granted again to another worker (seqs rewound by a restore)", async () => {
+    const clock = new FakeClock();
+    const { path, store } = tempStore(clock);
+    await store.submit(spec([{ id: "t" }]));
+    await register(store, "w1");
+    await register(store, "w2");
+    const stale = await claimOne(store, "w1");
+    // What a restore to an earlier point can produce: the same token, now held by w2.
+    const db = new Database(path);
+    db.prepare("UPDATE tasks SET lease_worker = 'w2' WHERE id = ?").run(stale.id);
+    db.close();
+    const settled = await report(store, "w1", {
+      kind: "complete",
+      taskId: stale.id,
+      token: stale.leaseToken,
+      output: null,
+    });
+    expect(settled.applied).toBe(false);
+    const beat = await store.heartbeat(
+      "w1",
+      "busy",
+      [{ taskId: stale.id, token: stale.leaseToken }],
+      LEASE_MS,
+    );
+    expect(beat.lost).toEqual([stale.id]);
+    const renewed = await store.heartbeat(
+      "w2",
+      "busy",
+      [{ taskId: stale.id, token: stale.leaseToken }],
+      LEASE_MS,
+    );
+    expect(renewed.lost).toEqual([]);
+  });
+
   it("refuses the stale holder's completion and accepts the new holder's", async () => {
     const clock = new FakeClock();
     const { store } = tempStore(clock);

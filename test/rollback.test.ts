@@ -45,6 +45,7 @@ async function written(store: SqliteStore) {
     log: (await store.listTransitions()).length,
     interventions: (await store.listInterventions()).length,
     snapshots: n,
+    backups: (await store.listBackups()).length,
   };
 }
 
@@ -192,6 +193,19 @@ describe("rollback", () => {
     expect(plan.kept).toEqual(["a", "b"]);
     expect(plan.changes.map((c) => [c.key, c.from, c.to])).toEqual([["c", "running", "queued"]]);
     await expectConsistent(store);
+  });
+
+  it("backs the store up first, and only for a rollback that happens", async () => {
+    const { store } = setup();
+    const { workstreamId } = await store.submit(DIAMOND);
+    const first = (await store.listCheckpoints(workstreamId)).at(-1);
+    await start(store, ["a"]);
+    await store.rollbackWorkstream(workstreamId, first!.seq, operator, { dryRun: true });
+    await store.rollbackWorkstream(workstreamId, 999_999, operator).catch(() => undefined);
+    expect(await store.listBackups()).toEqual([]);
+    await store.rollbackWorkstream(workstreamId, first!.seq, operator);
+    const [backup] = await store.listBackups();
+    expect(backup!.reason).toBe(`before rollback of ${workstreamId}`);
   });
 
   it("latest is the newest checkpoint at which nothing ran", async () => {

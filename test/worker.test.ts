@@ -1,3 +1,4 @@
+import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { FakeClock } from "../src/engine/clock.js";
 import { Worker } from "../src/engine/Worker.js";
@@ -8,6 +9,23 @@ import { tempStore } from "./helpers/tmp.js";
 import { waitFor } from "./helpers/wait.js";
 
 describe("Worker", () => {
+  it("registers again when the store no longer knows it (restored from an older backup)", async () => {
+    const clock = new FakeClock();
+    const { path, store } = tempStore(clock);
+    const worker = new Worker({ store, clock, heartbeatMs: 200, handlers: { work: () => "ok" } });
+    await worker.start();
+    const db = new Database(path);
+    db.prepare("DELETE FROM workers WHERE id = ?").run(worker.id);
+    db.close();
+    await clock.advanceAsync(250, 50);
+    await waitFor(
+      async () => (await store.listWorkers()).some((w) => w.id === worker.id),
+      5_000,
+      "the worker to register again",
+    );
+    await worker.stop(0);
+  });
+
   it("keeps its outcomes when the store fails an exchange, and settles them on the retry", async () => {
     const clock = new FakeClock();
     const { store } = tempStore(clock);

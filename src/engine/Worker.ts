@@ -132,13 +132,7 @@ export class Worker {
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
-    await this.store.registerWorker({
-      id: this.id,
-      host: hostname(),
-      pid: process.pid,
-      concurrency: this.concurrency,
-      handlers: this.handlerList,
-    });
+    await this.register();
     this.unsubscribeWake = this.store.onWake(() => this.schedulePump());
     this.scheduleHeartbeat();
     this.schedulePump();
@@ -254,17 +248,33 @@ export class Worker {
     }, this.heartbeatMs);
   }
 
+  private register(): Promise<void> {
+    return this.store.registerWorker({
+      id: this.id,
+      host: hostname(),
+      pid: process.pid,
+      concurrency: this.concurrency,
+      handlers: this.handlerList,
+    });
+  }
+
   private async beat(): Promise<void> {
     const leases = [...this.running.values()].map((r) => ({
       taskId: r.task.id,
       token: r.task.leaseToken,
     }));
-    const { lost } = await this.store.heartbeat(
-      this.id,
-      this.running.size > 0 ? "busy" : "idle",
-      leases,
-      this.leaseMs,
-    );
+    const status = this.running.size > 0 ? "busy" : "idle";
+    let lost: string[];
+    try {
+      ({ lost } = await this.store.heartbeat(this.id, status, leases, this.leaseMs));
+    } catch (err) {
+      if (!(err instanceof MendError && err.code === "not_found")) throw err;
+      // The store no longer knows this worker (restored from a backup taken before it started):
+      // register again rather than heartbeat into the void while the monitor reaps its leases.
+      this.log.warn("worker is not registered in the store (restored?); registering again");
+      await this.register();
+      ({ lost } = await this.store.heartbeat(this.id, status, leases, this.leaseMs));
+    }
     for (const id of lost) {
       const r = this.running.get(id);
       if (!r) continue;

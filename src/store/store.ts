@@ -210,7 +210,8 @@ export interface Store {
   listCheckpoints(workstreamId: string, limit?: number): Promise<Checkpoint[]>;
   /**
    * Rolls a workstream back to a checkpoint: running tasks lose their lease, tasks take their
-   * state at the checkpoint (queued or running ones become pending), completed tasks stay.
+   * state at the checkpoint (queued or running ones become pending), completed tasks stay. The
+   * store is backed up first (not for a dry run, nor for a rollback that is refused).
    */
   rollbackWorkstream(
     workstreamId: string,

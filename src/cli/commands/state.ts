@@ -1,8 +1,11 @@
 import type { Command } from "commander";
 import { systemClock } from "../../engine/clock.js";
+import { createPlanner } from "../../engine/planner.js";
 import { MendError } from "../../errors.js";
 import { parseDuration } from "../../model/duration.js";
 import { listBackupsOf, type RetentionPolicy } from "../../state/backups.js";
+import type { JournalLimit } from "../../state/journal.js";
+import { type RepairReport, repairStore } from "../../state/repair.js";
 import { type CheckResult, validateStore } from "../../state/validate.js";
 import { openStore, resolveStoreUrl } from "../../store/open.js";
 import {
@@ -10,6 +13,7 @@ import {
   planRestore,
   type RestoreResult,
   restoreFromBackup,
+  restoreFromJournal,
   sqlitePathOf,
 } from "../../store/sqlite/backup.js";
 import type { Store } from "../../store/store.js";
@@ -20,7 +24,7 @@ import { parseIntOption } from "./options.js";
 /** Violations printed per check; `--json` has them all. */
 const MAX_LISTED = 50;
 
-/** `mend state backup|backups|restore|validate`: the store's own safety net. */
+/** `mend state backup|backups|restore|validate|repair`: the store's own safety net. */
 export function registerState(program: Command): void {
   const state = program
     .command("state")
@@ -29,6 +33,7 @@ export function registerState(program: Command): void {
   registerBackups(state);
   registerRestore(state);
   registerValidate(state);
+  registerRepair(state);
 }
 
 function registerBackup(state: Command): void {
@@ -78,6 +83,9 @@ function registerBackups(state: Command): void {
 
 interface RestoreCliOptions {
   fromBackup?: string;
+  fromTransitions?: boolean;
+  toSeq?: number;
+  toTime?: string;
   force?: boolean;
   yes?: boolean;
   reason?: string;
@@ -86,23 +94,45 @@ interface RestoreCliOptions {
 function registerRestore(state: Command): void {
   state
     .command("restore")
-    .description("bring the store back to the state a backup holds")
+    .description("bring the store back to a backup, or rebuild it from the transition journal")
     .option("--from-backup <id>", "latest, a backup id, or a unique id prefix")
+    .option(
+      "--from-transitions",
+      "rebuild from the transition journal (every committed transition; point in time with --to-seq or --to-time)",
+    )
+    .option(
+      "--to-seq <n>",
+      "with --from-transitions: stop after the transaction holding this seq",
+      parseIntOption,
+    )
+    .option(
+      "--to-time <time>",
+      "with --from-transitions: stop before the first transaction after this time (ISO 8601, e.g. 2026-11-23T14:05:00Z)",
+    )
     .option("--force", "restore although workers hold live leases: they are fenced out")
     .option("--reason <text>", "why, for the interventions log")
     .option("-y, --yes", "do not ask for confirmation")
     .addHelpText(
       "after",
-      "\nA sound store is backed up first, then restored in place in one transaction: processes that\nhave it open see the restored state at their next transaction. A damaged or missing database\nfile is replaced instead; processes that had it open must be restarted.",
+      "\nA sound store is backed up first, then restored in place in one transaction: processes that\nhave it open see the restored state at their next transaction. A damaged or missing database\nfile is replaced instead; processes that had it open must be restarted. Restoring to an earlier\npoint moves the journal's later records aside (journal/<name>.abandoned-…), never deletes them.",
     )
     .action(async (opts: RestoreCliOptions, cmd: Command) => {
-      if (opts.fromBackup === undefined) {
+      if ((opts.fromBackup === undefined) === (opts.fromTransitions === undefined)) {
         throw new MendError(
           "invalid_argument",
-          "say what to restore from: --from-backup latest|ID (see mend state backups)",
+          "say what to restore from, one of: --from-backup latest|ID (see mend state backups), or --from-transitions",
         );
       }
-      await restoreBackup(cmd, opts.fromBackup, opts);
+      if (opts.fromBackup !== undefined) {
+        if (opts.toSeq !== undefined || opts.toTime !== undefined) {
+          throw new MendError(
+            "invalid_argument",
+            "--to-seq and --to-time go with --from-transitions",
+          );
+        }
+        return restoreBackup(cmd, opts.fromBackup, opts);
+      }
+      await restoreTransitions(cmd, opts);
     });
 }
 
@@ -133,9 +163,75 @@ async function restoreBackup(cmd: Command, ref: string, opts: RestoreCliOptions)
   printRestore(path, result);
 }
 
+async function restoreTransitions(cmd: Command, opts: RestoreCliOptions): Promise<void> {
+  const path = storePath(cmd);
+  const limit = pointInTime(opts);
+  const target =
+    limit.toSeq !== undefined
+      ? `the transaction holding seq ${limit.toSeq}`
+      : limit.toTime !== undefined
+        ? time(limit.toTime)
+        : "every committed transition";
+  await confirm(
+    `rebuild ${path} from its transition journal, up to ${target}? The store as it is now is backed up first when it can be read.`,
+    opts.yes,
+  );
+  const tty = process.stderr.isTTY && !globals(cmd).json;
+  const started = performance.now();
+  const result = await restoreFromJournal(path, {
+    who: { actor: actorName(), reason: opts.reason ?? null, command: commandLine() },
+    force: opts.force,
+    clock: systemClock,
+    limit,
+    onProgress: tty
+      ? (seq) => process.stderr.write(`\rreplaying the journal… seq ${seq.toLocaleString("en-US")}`)
+      : undefined,
+  });
+  if (tty) process.stderr.write("\r\x1b[K");
+  const seconds = (performance.now() - started) / 1000;
+  if (globals(cmd).json) {
+    return printJson({ event: "state_restored", severity: "warning", path, seconds, ...result });
+  }
+  print(
+    `rebuilt from the journal: ${result.rebuilt.transitions.toLocaleString("en-US")} transitions and ${result.rebuilt.interventions} interventions in ${seconds.toFixed(1)} s`,
+  );
+  if (result.rebuilt.tornRecords > 0) {
+    print(
+      `left out ${result.rebuilt.tornRecords} record(s) of a last transaction cut short mid-write (it never committed)`,
+    );
+  }
+  printRestore(path, result);
+}
+
+/** `--to-seq` / `--to-time`, checked: one at most, and not in the future. */
+function pointInTime(opts: RestoreCliOptions): JournalLimit {
+  if (opts.toSeq !== undefined && opts.toTime !== undefined) {
+    throw new MendError("invalid_argument", "give --to-seq or --to-time, not both");
+  }
+  if (opts.toSeq !== undefined) {
+    if (opts.toSeq < 1) throw new MendError("invalid_argument", "--to-seq must be 1 or more");
+    return { toSeq: opts.toSeq };
+  }
+  if (opts.toTime === undefined) return {};
+  const at = Date.parse(opts.toTime);
+  if (Number.isNaN(at)) {
+    throw new MendError(
+      "invalid_argument",
+      `--to-time "${opts.toTime}" is not a time; use ISO 8601, e.g. 2026-11-23T14:05:00Z`,
+    );
+  }
+  if (at > systemClock.now()) {
+    throw new MendError(
+      "invalid_argument",
+      `--to-time ${opts.toTime} is in the future; the journal only holds the past`,
+    );
+  }
+  return { toTime: at };
+}
+
 function printRestore(path: string, r: RestoreResult): void {
   print(
-    `restored ${path} ${r.mode} from backup ${r.backup.id} (${time(r.backup.createdAt)}): log up to seq ${r.backup.lastSeq}`,
+    `restored ${path} ${r.mode} from ${r.backup.id.startsWith("journal@") ? "the journal" : `backup ${r.backup.id}`} (${time(r.backup.createdAt)}): log up to seq ${r.backup.lastSeq}`,
   );
   if (r.previousSeq !== null) print(`the store's log was at seq ${r.previousSeq}`);
   if (r.safetyBackup) print(`the store as it was is in backup ${r.safetyBackup.id}`);
@@ -174,6 +270,61 @@ function registerValidate(state: Command): void {
           : `${problems} violation(s): restore with \`mend state restore --from-backup latest\` if the store is damaged (see \`mend state backups\`)`,
       );
     });
+}
+
+function registerRepair(state: Command): void {
+  state
+    .command("repair")
+    .description(
+      "fix what follows from the transition log, after a backup; list what needs a person",
+    )
+    .option("--dry-run", "show exactly what would be fixed, change nothing")
+    .option("--reason <text>", "why, for the interventions log")
+    .option("-y, --yes", "do not ask for confirmation")
+    .addHelpText(
+      "after",
+      "\nFixed: rows that disagree with the log are rewritten from it, running tasks without a live\nlease go through their retry policy as worker_lost, workstream statuses are recomputed. Not\nguessed: a damaged database or a broken hash chain (restore instead), rows the log never\ncreated, and history that broke an invariant. Exit 1 when anything is left for a person.",
+    )
+    .action(async (opts: { dryRun?: boolean; reason?: string; yes?: boolean }, cmd: Command) => {
+      const dryRun = opts.dryRun === true;
+      if (!dryRun) await confirm(`repair ${storePath(cmd)}? A backup is taken first.`, opts.yes);
+      const report = await withSqliteStore(cmd, (store) =>
+        repairStore(store, {
+          clock: systemClock,
+          who: { actor: actorName(), reason: opts.reason ?? null, command: commandLine() },
+          planner: createPlanner({}),
+          dryRun,
+        }),
+      );
+      if (report.needsPerson.length > 0) process.exitCode = 1;
+      if (globals(cmd).json) return printJson(report);
+      printRepair(report);
+    });
+}
+
+function printRepair(r: RepairReport): void {
+  const verb = r.dryRun ? "would" : "did";
+  if (r.backup) print(`backup ${r.backup.id} taken first`);
+  const o = r.outcome;
+  if (o) {
+    for (const row of o.rows) {
+      print(
+        `${verb} rewrite ${row.kind} ${row.id} from the log (${row.fields.includes("*") ? "row missing" : row.fields.join(", ")})`,
+      );
+    }
+    for (const id of o.requeued)
+      print(`${verb} hand ${id} to its retry policy: running without a live lease`);
+    for (const w of o.workstreams) print(`${verb} move workstream ${w.id} ${w.from} → ${w.to}`);
+    if (o.rows.length + o.requeued.length + o.workstreams.length === 0) {
+      print("nothing to fix from the log");
+    }
+  }
+  for (const n of r.needsPerson) {
+    print(`needs a person — ${n.check}:`);
+    for (const v of n.violations.slice(0, MAX_LISTED)) {
+      print(`    ${v.message}${v.ids.length > 0 ? `  [${v.ids.join(", ")}]` : ""}`);
+    }
+  }
 }
 
 function printCheck(check: CheckResult): void {

@@ -534,10 +534,20 @@ export class SqliteStore implements Store {
   private settle(o: Outcome, req: ExchangeRequest, touched: Set<string>): Settlement {
     // Only what fencing and the hot path need; the whole row is read for failures alone.
     const held = this.stmt(
-      "SELECT id, workstream_id AS workstreamId, status, lease_token AS leaseToken, attempts FROM tasks WHERE id = ?",
+      "SELECT id, workstream_id AS workstreamId, status, lease_token AS leaseToken, lease_worker AS leaseWorker, attempts FROM tasks WHERE id = ?",
     ).get(o.taskId) as
-      Pick<TaskRecord, "id" | "workstreamId" | "status" | "leaseToken" | "attempts"> | undefined;
-    if (held?.status !== "running" || held.leaseToken !== o.token) {
+      | Pick<
+          TaskRecord,
+          "id" | "workstreamId" | "status" | "leaseToken" | "leaseWorker" | "attempts"
+        >
+      | undefined;
+    // Token and holder both: a restore rewinds seqs, so a token alone could be granted again to
+    // another worker while a stale one still holds it.
+    if (
+      held?.status !== "running" ||
+      held.leaseToken !== o.token ||
+      held.leaseWorker !== req.workerId
+    ) {
       return {
         taskId: o.taskId,
         applied: false,
@@ -832,11 +842,12 @@ export class SqliteStore implements Store {
         });
       }
       const renew = this.stmt(
-        "UPDATE tasks SET lease_expires_at = ? WHERE id = ? AND lease_token = ? AND status = 'running'",
+        "UPDATE tasks SET lease_expires_at = ? WHERE id = ? AND lease_token = ? AND lease_worker = ? AND status = 'running'",
       );
       const lost: string[] = [];
       for (const l of leases) {
-        if (renew.run(now + leaseMs, l.taskId, l.token).changes !== 1) lost.push(l.taskId);
+        if (renew.run(now + leaseMs, l.taskId, l.token, workerId).changes !== 1)
+          lost.push(l.taskId);
       }
       return { lost };
     });
@@ -1329,6 +1340,12 @@ export class SqliteStore implements Store {
     who: Actor,
     options: RecoveryOptions = {},
   ): Promise<RecoveryPlan> {
+    if (!options.dryRun && this.path !== ":memory:") {
+      // Planned first: a refused rollback, or one with nothing to change, takes no backup.
+      const plan = rollbackWorkstream(this, workstreamId, to, who, { ...options, dryRun: true });
+      const changes = plan.changes.length > 0 || plan.workstream.from !== plan.workstream.to;
+      if (changes) await this.backup({ reason: `before rollback of ${workstreamId}` });
+    }
     return rollbackWorkstream(this, workstreamId, to, who, options);
   }
 

@@ -29,6 +29,7 @@ import {
 } from "../../state/backups.js";
 import {
   discardJournalAfter,
+  type JournalLimit,
   type JournalPosition,
   journalDirFor,
   listSegments,
@@ -36,6 +37,7 @@ import {
 import { GENESIS_HASH } from "../chain.js";
 import type { Actor } from "../store.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
+import { type RebuildResult, rebuildFromJournal } from "./rebuild.js";
 import { SqliteStore } from "./SqliteStore.js";
 
 /**
@@ -343,6 +345,77 @@ export async function restoreFromBackup(
       : await restoreInPlace(path, source.file, backup, condition, options);
   } finally {
     source.discard();
+  }
+}
+
+/** Options of {@link restoreFromJournal}. */
+export interface JournalRestoreOptions extends RestoreOptions {
+  /** Point in time: stop after the transaction holding this seq, or before the first after this time. */
+  limit?: JournalLimit;
+  /** Called as the replay goes, with the last seq applied. */
+  onProgress?: (seq: number) => void;
+}
+
+/** What a restore from the journal did: the restore itself, and what the rebuild read. */
+export type JournalRestoreResult = RestoreResult & { rebuilt: RebuildResult };
+
+/**
+ * Rebuilds the store at `path` from its transition journal (`journal/<name>/` beside it), up to
+ * `limit` when given, and installs the result the way a backup is restored: in place into a sound
+ * database (backed up first), or replacing a damaged or missing one. Whatever the journal holds
+ * after the point restored to is moved aside, not deleted.
+ *
+ * @throws MendError `not_found` (no journal), `refused` (live leases without `force`),
+ * `store_corrupt` (the journal's chain breaks before the point asked for).
+ */
+export async function restoreFromJournal(
+  path: string,
+  options: JournalRestoreOptions,
+): Promise<JournalRestoreResult> {
+  const now = options.clock.now();
+  const journal = journalDirFor(path);
+  if (listSegments(journal).length === 0) {
+    throw new MendError(
+      "not_found",
+      `no transition journal at ${journal}: there is nothing to rebuild ${path} from; restore a backup instead (\`mend state backups\`)`,
+      { journal },
+    );
+  }
+  const condition = inspectStore(path, now);
+  if (!condition.damage && condition.leases.length > 0 && !options.force) {
+    throw leasesRefusal(condition.leases);
+  }
+  const file = `${path}.rebuild.tmp`;
+  rmSync(file, { force: true });
+  try {
+    const rebuilt = await rebuildFromJournal(journal, file, {
+      now,
+      limit: options.limit,
+      onProgress: options.onProgress,
+    });
+    const toSeq = options.limit?.toSeq;
+    if (toSeq !== undefined && rebuilt.lastSeq < toSeq) {
+      throw new MendError(
+        "invalid_argument",
+        `the journal ends at seq ${rebuilt.lastSeq}; --to-seq ${toSeq} is past it (nothing was changed)`,
+        { lastSeq: rebuilt.lastSeq, toSeq },
+      );
+    }
+    const source: BackupInfo = {
+      id: `journal@${rebuilt.lastSeq}`,
+      path: file,
+      createdAt: now,
+      lastSeq: rebuilt.lastSeq,
+      lastHash: rebuilt.lastHash ?? GENESIS_HASH,
+      sizeBytes: statSync(file).size,
+      reason: "rebuilt from the transition journal",
+    };
+    const result = condition.damage
+      ? await replaceFiles(path, file, source, condition, options)
+      : await restoreInPlace(path, file, source, condition, options);
+    return { ...result, rebuilt };
+  } finally {
+    rmSync(file, { force: true });
   }
 }
 
