@@ -22,6 +22,8 @@ export interface LogCopyRequest {
   journalDir: string;
   target: string;
   limit: JournalLimit;
+  /** Indexes of the log, built here once it is copied. */
+  logIndexes: string[];
 }
 
 /** What the worker answers: the copy's figures, or the error that stopped it. */
@@ -79,6 +81,7 @@ export function copyLog(request: LogCopyRequest): LogCopyReply {
       { decodeData: false },
     );
     for (let i = 0; i < batch.length; i += COLUMNS) insertOne.run(batch.slice(i, i + COLUMNS));
+    for (const sql of request.logIndexes) db.exec(sql);
     db.exec("COMMIT");
     return { ...scan, transitions, interventions, lastHash };
   } catch (err) {

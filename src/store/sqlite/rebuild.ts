@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fsyncSync, openSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, openSync, rmSync } from "node:fs";
 import { dirname, extname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
@@ -47,34 +47,52 @@ export async function rebuildFromJournal(
   target: string,
   options: RebuildOptions,
 ): Promise<RebuildResult> {
-  if (existsSync(target)) {
-    throw new MendError("internal", `rebuild target ${target} already exists`, { target });
+  const stateFile = `${target}.state`;
+  for (const f of [target, stateFile]) {
+    if (existsSync(f)) throw new MendError("internal", `rebuild file ${f} already exists`, { f });
   }
   const limit = options.limit ?? {};
   const indexes = createSchema(target);
-  const copying = startLogCopy({ mendRebuildLog: true, journalDir, target, limit });
-  let state: ReplayedState;
+  createSchema(stateFile);
+  const logIndexes = indexes.filter((i) => i.table === "transitions").map((i) => i.sql);
+  const copying = startLogCopy({ mendRebuildLog: true, journalDir, target, limit, logIndexes });
   try {
-    state = replayState(journalDir, limit, options);
+    // While the worker copies the log, this thread replays the state and writes it to a file of
+    // its own; both are merged once the log is in.
+    const state = replayState(journalDir, limit, options);
+    const db = openUnsynced(stateFile);
+    try {
+      db.transaction(() => writeState(db, state, options.now, options.leaseMs ?? 5_000))();
+    } finally {
+      db.close();
+    }
   } catch (err) {
     await copying.cancel();
+    rmSync(stateFile, { force: true });
     throw err;
   }
-  const log = await copying.done;
-  const db = new Database(target);
+  let log: Awaited<typeof copying.done>;
   try {
-    db.pragma("journal_mode = OFF");
-    db.pragma("cache_size = -262144");
+    log = await copying.done;
+  } catch (err) {
+    rmSync(stateFile, { force: true });
+    throw err;
+  }
+  const db = openUnsynced(target);
+  try {
+    db.prepare("ATTACH DATABASE ? AS st").run(stateFile);
     db.transaction(() => {
-      writeState(db, state, options.now, options.leaseMs ?? 5_000);
+      for (const table of STATE_TABLES)
+        db.exec(`INSERT INTO main.${table} SELECT * FROM st.${table}`);
       db.prepare(
         "INSERT INTO journal_position (id, segment, offset, last_seq) VALUES (1, ?, ?, ?)",
       ).run(log.end.segment, log.end.offset, log.end.lastSeq);
-      for (const i of indexes) db.exec(i.sql);
+      for (const i of indexes) if (i.table !== "transitions") db.exec(i.sql);
     })();
-    db.pragma("synchronous = FULL");
+    db.exec("DETACH DATABASE st");
   } finally {
     db.close();
+    rmSync(stateFile, { force: true });
   }
   fsyncFile(target);
   return {
@@ -87,17 +105,29 @@ export async function rebuildFromJournal(
   };
 }
 
+/** Tables the replayed state fills. */
+const STATE_TABLES = ["workstreams", "tasks", "task_deps", "workers"] as const;
+
+function openUnsynced(path: string): Database.Database {
+  const db = new Database(path);
+  db.pragma("journal_mode = OFF");
+  db.pragma("synchronous = OFF");
+  db.pragma("cache_size = -262144");
+  return db;
+}
+
 /** Creates the schema without its secondary indexes (built once at the end); returns them. */
-function createSchema(target: string): { name: string; sql: string }[] {
-  const db = new Database(target);
+function createSchema(path: string): { table: string; sql: string }[] {
+  const db = openUnsynced(path);
   try {
-    db.pragma("journal_mode = OFF");
     for (const m of SQLITE_MIGRATIONS) db.exec(m);
     db.pragma(`user_version = ${SQLITE_MIGRATIONS.length}`);
     // Sorting once at the end is much faster than keeping indexes up to date row by row.
     const indexes = db
-      .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
-      .all() as { name: string; sql: string }[];
+      .prepare(
+        "SELECT name, tbl_name AS \"table\", sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL",
+      )
+      .all() as { name: string; table: string; sql: string }[];
     for (const i of indexes) db.exec(`DROP INDEX ${i.name}`);
     return indexes;
   } finally {
@@ -112,12 +142,14 @@ function createSchema(target: string): { name: string; sql: string }[] {
 function startLogCopy(request: LogCopyRequest) {
   const self = fileURLToPath(import.meta.url);
   const script = pathToFileURL(join(dirname(self), `rebuild-log${extname(self)}`)).href;
+  // A young generation larger than the default: the copy allocates a string per field.
+  const resourceLimits = { maxYoungGenerationSizeMb: 64 };
   const worker = script.endsWith(".ts")
     ? new Worker(
         `import("tsx/esm/api").then((tsx) => tsx.register()).then(() => import(${JSON.stringify(script)}))`,
-        { eval: true, workerData: request },
+        { eval: true, workerData: request, resourceLimits },
       )
-    : new Worker(new URL(script), { workerData: request });
+    : new Worker(new URL(script), { workerData: request, resourceLimits });
   const done = new Promise<Exclude<LogCopyReply, { error: unknown }>>((resolve, reject) => {
     worker.once("message", (reply: LogCopyReply) => {
       if ("error" in reply) {
