@@ -218,7 +218,9 @@ describe("mend state validate", () => {
     truncateSync(path, 2048);
     const r = await mend("state", "validate");
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/is damaged .*mend state restore --from-backup latest/);
+    expect(r.stderr).toMatch(
+      /is damaged .*mend state restore --from-transitions.*--from-backup latest/,
+    );
   });
 });
 

@@ -312,7 +312,7 @@ describe("damage, found and repaired", () => {
   function expectFound(found: ValidationReport | MendError): void {
     if (found instanceof MendError) {
       expect(found).toMatchObject({ code: "store_corrupt" });
-      expect(found.message).toMatch(/restore --from-backup/);
+      expect(found.message).toMatch(/restore --from-transitions.*--from-backup/);
     } else {
       expect(found.ok).toBe(false);
       expect(failing(found)).toHaveProperty("integrity");

@@ -11,6 +11,7 @@ import {
   readFileSync,
   readSync,
   renameSync,
+  rmSync,
   statSync,
   writeFileSync,
   writeSync,
@@ -158,7 +159,10 @@ export class JournalWriter {
   }
 
   private open(segment: string): number {
-    if (this.fdSegment === segment && this.fd !== null) return this.fd;
+    // The cached file must still be the segment: a restore may have set it aside meanwhile.
+    if (this.fdSegment === segment && this.fd !== null && this.stillAt(segment, this.fd)) {
+      return this.fd;
+    }
     this.close();
     mkdirSync(this.dir, { recursive: true });
     // Segments after this one can only be left over from a transaction that started a segment
@@ -172,6 +176,11 @@ export class JournalWriter {
     // A new file's directory entry must be durable too, or a crash could lose the whole segment.
     if (created) syncDirectory(this.dir);
     return this.fd;
+  }
+
+  private stillAt(segment: string, fd: number): boolean {
+    const path = join(this.dir, segment);
+    return existsSync(path) && statSync(path).ino === fstatSync(fd).ino;
   }
 
   /** Extends the segment with zeros (another process may already have done so). */
@@ -426,4 +435,65 @@ export function discardJournalAfter(dir: string, pos: JournalPosition, archive: 
     renameSync(join(dir, name), join(archive, name));
   }
   return moved;
+}
+
+/**
+ * A cut of the journal that a restore has decided on: where the restored database's journal ends
+ * (null: it has no journal position) and where the records after it go. Written durably before
+ * the restore commits and carried out after, so that a restore that never commits cuts nothing,
+ * and one interrupted after its commit is finished by the next process that opens the store.
+ */
+export interface JournalCut {
+  position: JournalPosition | null;
+  archive: string;
+}
+
+function cutMarkerPath(dir: string): string {
+  return `${dir}.cut.json`;
+}
+
+/** Records, durably, the cut a restore is about to commit. */
+export function writeCutMarker(dir: string, cut: JournalCut): void {
+  const path = cutMarkerPath(dir);
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(`${path}.tmp`, JSON.stringify(cut));
+  const fd = openSync(`${path}.tmp`, "r+");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(`${path}.tmp`, path);
+  syncDirectory(dirname(path));
+}
+
+/** The cut a restore left to carry out, if any. */
+export function readCutMarker(dir: string): JournalCut | null {
+  const path = cutMarkerPath(dir);
+  return existsSync(path) ? (JSON.parse(readFileSync(path, "utf8")) as JournalCut) : null;
+}
+
+export function removeCutMarker(dir: string): void {
+  rmSync(cutMarkerPath(dir), { force: true });
+}
+
+/** Whether the journal holds everything up to `pos` (its segment is there and long enough). */
+export function journalReaches(dir: string, pos: JournalPosition): boolean {
+  const segment = join(dir, pos.segment);
+  return existsSync(segment) && statSync(segment).size >= pos.offset;
+}
+
+/** Moves every segment into `archive`: the journal starts afresh. */
+export function setJournalAside(dir: string, archive: string): void {
+  for (const name of listSegments(dir)) {
+    mkdirSync(archive, { recursive: true });
+    renameSync(join(dir, name), join(archive, name));
+  }
+}
+
+/** Whether two positions are the same point of the journal. */
+export function samePosition(a: JournalPosition | null, b: JournalPosition | null): boolean {
+  return a === null || b === null
+    ? a === b
+    : a.segment === b.segment && a.offset === b.offset && a.lastSeq === b.lastSeq;
 }

@@ -201,6 +201,11 @@ async function restoreTransitions(cmd: Command, opts: RestoreCliOptions): Promis
     );
   }
   printRestore(path, result);
+  if (result.newerBackup) {
+    print(
+      `warning: backup ${result.newerBackup.id} holds the log up to seq ${result.newerBackup.lastSeq}, beyond the journal's end (${result.rebuilt.lastSeq}): the journal lost history; \`mend state restore --from-backup ${result.newerBackup.id}\` brings back more`,
+    );
+  }
 }
 
 /** `--to-seq` / `--to-time`, checked: one at most, and not in the future. */
@@ -267,7 +272,7 @@ function registerValidate(state: Command): void {
       print(
         report.ok
           ? "valid"
-          : `${problems} violation(s): restore with \`mend state restore --from-backup latest\` if the store is damaged (see \`mend state backups\`)`,
+          : `${problems} violation(s): if the store is damaged, rebuild it with \`mend state restore --from-transitions\` (every committed transition) or restore \`--from-backup latest\` (see \`mend state backups\`); \`mend state repair\` fixes what follows from an intact log`,
       );
     });
 }

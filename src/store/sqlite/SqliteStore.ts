@@ -27,6 +27,7 @@ import {
 import { EVENTS, type EventName, severitiesFrom } from "../../observe/events.js";
 import type { FailureDecision } from "../../recovery/retry.js";
 import {
+  discardJournalAfter,
   encodeIntervention,
   encodeTransition,
   endTransaction,
@@ -34,8 +35,13 @@ import {
   type JournalTransition,
   JournalWriter,
   journalDirFor,
+  journalReaches,
   listSegments,
+  readCutMarker,
+  removeCutMarker,
+  samePosition,
   segmentName,
+  setJournalAside,
 } from "../../state/journal.js";
 import { type BackupInfo, type BackupOptions, listBackupsOf } from "../../state/backups.js";
 import type { Checkpoint, CheckpointRef } from "../../state/checkpoints.js";
@@ -165,6 +171,8 @@ export class SqliteStore implements Store {
   /** Records and interventions of the open write transaction, for the journal. */
   private journalPending: string[] = [];
   private journalFirstSeq = 0;
+  /** Whether opening finished a restore's journal cut by starting the journal afresh. @internal */
+  readonly journalRestartedOnOpen: boolean = false;
 
   constructor(
     readonly path: string,
@@ -186,7 +194,10 @@ export class SqliteStore implements Store {
       path === ":memory:"
         ? null
         : new JournalWriter(journalDirFor(path), options.journalSegmentBytes);
-    if (this.journal && !this.readJournalPosition()) this.startJournal(this.journal);
+    if (this.journal) {
+      this.journalRestartedOnOpen = this.completeJournalCut();
+      if (!this.readJournalPosition()) this.startJournal(this.journal);
+    }
   }
 
   private migrate(): void {
@@ -1315,11 +1326,32 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * Starts the journal afresh from the log, for a restore whose backup has no journal position
-   * (taken before the journal existed). Call inside the restore's write transaction. @internal
+   * Carries out the journal cut a restore recorded (see `writeCutMarker`), if its restore
+   * committed: the journal's records after the restored position are moved aside, or, when the
+   * journal does not reach that position (the backup predates the journal, or the journal was
+   * damaged), all of it is set aside and it starts afresh from the restored log. A cut whose
+   * restore never committed is dropped. Returns whether the journal started afresh. @internal
    */
-  restartJournal(): void {
-    if (this.journal) this.startJournal(this.journal);
+  completeJournalCut(): boolean {
+    if (!this.journal) return false;
+    const dir = this.journal.dir;
+    const cut = readCutMarker(dir);
+    if (!cut) return false;
+    const pos = this.readJournalPosition();
+    let restarted = false;
+    if (samePosition(pos, cut.position)) {
+      if (pos && journalReaches(dir, pos)) {
+        discardJournalAfter(dir, pos, cut.archive);
+      } else {
+        this.journal.close();
+        setJournalAside(dir, cut.archive);
+        this.db.prepare("DELETE FROM journal_position").run();
+        this.startJournal(this.journal);
+        restarted = true;
+      }
+    }
+    removeCutMarker(dir);
+    return restarted;
   }
 
   // ---------------------------------------------------------------- repair

@@ -8,7 +8,7 @@
  * mix; a database that is missing or damaged is replaced by a copy of the backup instead.
  */
 import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import Database from "better-sqlite3";
 import type { Clock } from "../../engine/clock.js";
 import { MendError } from "../../errors.js";
@@ -28,11 +28,11 @@ import {
   writeManifest,
 } from "../../state/backups.js";
 import {
-  discardJournalAfter,
   type JournalLimit,
   type JournalPosition,
   journalDirFor,
   listSegments,
+  writeCutMarker,
 } from "../../state/journal.js";
 import { GENESIS_HASH } from "../chain.js";
 import type { Actor } from "../store.js";
@@ -202,7 +202,7 @@ export function damagedStoreError(err: unknown, path: string): MendError | null 
   if (typeof code !== "string" || !DAMAGE_CODES.test(code)) return null;
   return new MendError(
     "store_corrupt",
-    `store ${path} is damaged (${(err as Error).message}): restore it with \`mend state restore --from-backup latest\` (see \`mend state backups\`)`,
+    `store ${path} is damaged (${(err as Error).message}): rebuild it with \`mend state restore --from-transitions\` (every committed transition, from the journal) or restore \`--from-backup latest\` (see \`mend state backups\`)`,
     { path, code },
     { cause: err },
   );
@@ -356,8 +356,14 @@ export interface JournalRestoreOptions extends RestoreOptions {
   onProgress?: (seq: number) => void;
 }
 
-/** What a restore from the journal did: the restore itself, and what the rebuild read. */
-export type JournalRestoreResult = RestoreResult & { rebuilt: RebuildResult };
+/**
+ * What a restore from the journal did: the restore itself, what the rebuild read, and the newest
+ * backup when it holds more of the log than the journal did (the journal lost history).
+ */
+export type JournalRestoreResult = RestoreResult & {
+  rebuilt: RebuildResult;
+  newerBackup: BackupInfo | null;
+};
 
 /**
  * Rebuilds the store at `path` from its transition journal (`journal/<name>/` beside it), up to
@@ -410,10 +416,13 @@ export async function restoreFromJournal(
       sizeBytes: statSync(file).size,
       reason: "rebuilt from the transition journal",
     };
+    const newest = listBackupsOf(path)[0];
+    const newerBackup =
+      options.limit === undefined && newest && newest.lastSeq > rebuilt.lastSeq ? newest : null;
     const result = condition.damage
       ? await replaceFiles(path, file, source, condition, options)
       : await restoreInPlace(path, file, source, condition, options);
-    return { ...result, rebuilt };
+    return { ...result, rebuilt, newerBackup };
   } finally {
     rmSync(file, { force: true });
   }
@@ -487,17 +496,19 @@ async function restoreInPlace(
       { reason: "before restore" },
       new Set([backup.id]),
     );
-    let journalRestarted = false;
+    planJournalCut(store, source);
     const fencedLeases = copyInPlace(store, source, (leases) => {
       if (leases.length > 0 && !options.force) throw leasesRefusal(leases);
-      journalRestarted = alignJournal(store);
+    });
+    const journalRestarted = store.completeJournalCut();
+    store.write(() =>
       store.intervention(
         options.who,
         backup.id,
         { lastSeq: condition.lastSeq },
         restoreRecord(backup, "in place", safetyBackup.id),
-      );
-    });
+      ),
+    );
     return {
       backup,
       mode: "in place",
@@ -592,15 +603,19 @@ async function replaceFiles(
   const tmp = `${path}.restore.tmp`;
   copyFileSync(source, tmp);
   fsyncPath(tmp);
+  writeCutMarker(journalDirFor(path), {
+    position: journalPositionOf(tmp),
+    archive: abandonedDir(path, options.clock.now()),
+  });
   rmSync(`${path}-wal`, { force: true });
   rmSync(`${path}-shm`, { force: true });
   renameSync(tmp, path);
   fsyncPath(dirname(path));
+  // Opening the store carries out the journal cut recorded above.
   const store = new SqliteStore(path, { clock: options.clock });
-  let journalRestarted = false;
+  const journalRestarted = store.journalRestartedOnOpen;
   try {
     store.write(() => {
-      journalRestarted = alignJournal(store);
       store.intervention(
         options.who,
         backup.id,
@@ -623,33 +638,33 @@ async function replaceFiles(
 }
 
 /**
- * Makes the transition journal end where the restored database says it does. Call inside the
- * restore's write transaction, before anything is journaled: the journal's records after that
- * point are the history the restore abandons, and a writer would rightly refuse to overwrite them.
- * They are moved to `<journal>.abandoned-<restore id>/` beside it, never deleted.
- *
- * A backup without a journal position (taken before the journal existed), or a journal that does
- * not reach it (deleted, cut short), has all of its segments moved aside, and the journal starts
- * afresh from the restored log; returns true then.
+ * Records, before the restore commits, how the transition journal must be cut once it has: the
+ * journal's records after the restored database's position are the history the restore abandons.
+ * They are moved to `<journal>.abandoned-<restore id>/` beside it, never deleted; see
+ * {@link SqliteStore.completeJournalCut}.
  */
-function alignJournal(store: SqliteStore): boolean {
-  const dir = journalDirFor(store.path);
-  const archive = `${dir}.abandoned-${newId("restore", store.clock.now())}`;
-  const pos = store.db
-    .prepare("SELECT segment, offset, last_seq AS lastSeq FROM journal_position WHERE id = 1")
-    .get() as JournalPosition | undefined;
-  const segment = pos ? join(dir, pos.segment) : null;
-  if (pos && segment && existsSync(segment) && statSync(segment).size > pos.offset) {
-    discardJournalAfter(dir, pos, archive);
-    return false;
+function planJournalCut(store: SqliteStore, source: string): void {
+  writeCutMarker(journalDirFor(store.path), {
+    position: journalPositionOf(source),
+    archive: abandonedDir(store.path, store.clock.now()),
+  });
+}
+
+function abandonedDir(path: string, now: number): string {
+  return `${journalDirFor(path)}.abandoned-${newId("restore", now)}`;
+}
+
+/** The journal position a database file records, or null when it has none. */
+function journalPositionOf(file: string): JournalPosition | null {
+  const db = new Database(file, { readonly: true, fileMustExist: true });
+  try {
+    const row = db
+      .prepare("SELECT segment, offset, last_seq AS lastSeq FROM journal_position WHERE id = 1")
+      .get() as JournalPosition | undefined;
+    return row ?? null;
+  } finally {
+    db.close();
   }
-  for (const name of listSegments(dir)) {
-    mkdirSync(archive, { recursive: true });
-    renameSync(join(dir, name), join(archive, name));
-  }
-  store.db.prepare("DELETE FROM journal_position").run();
-  store.restartJournal();
-  return true;
 }
 
 function restoreRecord(

@@ -51,6 +51,8 @@ export function copyLog(request: LogCopyRequest): LogCopyReply {
     let transitions = 0;
     let interventions = 0;
     let lastHash: string | null = null;
+    /** Last seq of the last transaction whose records all verified. */
+    let intact = 0;
     db.exec("BEGIN");
     const scan = scanJournal(
       request.journalDir,
@@ -59,10 +61,15 @@ export function copyLog(request: LogCopyRequest): LogCopyReply {
         for (const t of tx.transitions) {
           if (!chain.push(t)) {
             const broken = chain.report().brokenAt!;
+            // A restore stops at transaction boundaries: the last whole one before the break.
+            const way =
+              intact > 0
+                ? `restore everything before it with --to-seq ${intact}`
+                : "nothing before it can be rebuilt from the journal; restore a backup instead (mend state backups)";
             throw new MendError(
               "store_corrupt",
-              `the journal's chain breaks at seq ${broken.seq} (${broken.reason}); restore up to the record before it with --to-seq ${broken.seq - 1}`,
-              { seq: broken.seq, reason: broken.reason },
+              `the journal's chain breaks at seq ${broken.seq} (${broken.reason}); ${way}`,
+              { seq: broken.seq, reason: broken.reason, intactUpTo: intact },
             );
           }
           batch.push(...transitionRow(t));
@@ -73,6 +80,7 @@ export function copyLog(request: LogCopyRequest): LogCopyReply {
           lastHash = t.hash;
           transitions++;
         }
+        intact = tx.end.lastSeq;
         for (const i of tx.interventions) {
           insertIntervention.run(interventionRow(i));
           interventions++;
