@@ -2,14 +2,11 @@ import { closeSync, existsSync, fsyncSync, openSync, rmSync } from "node:fs";
 import { dirname, extname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
-import Database from "better-sqlite3";
 import { MendError } from "../../errors.js";
-import { taskId as makeTaskId } from "../../model/ids.js";
-import type { TaskRecord } from "../../model/records.js";
-import { type JournalLimit, type JournalPosition, scanJournal } from "../../state/journal.js";
-import { type ColumnKind, ENTITY_TABLES, encodeField } from "./codec.js";
+import type { JournalLimit, JournalPosition } from "../../state/journal.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import type { LogCopyReply, LogCopyRequest } from "./rebuild-log.js";
+import { openUnsynced, type StateReplayMessage, type StateReplayRequest } from "./rebuild-state.js";
 
 /** Options of {@link rebuildFromJournal}. */
 export interface RebuildOptions {
@@ -55,26 +52,38 @@ export async function rebuildFromJournal(
   const indexes = createSchema(target);
   createSchema(stateFile);
   const logIndexes = indexes.filter((i) => i.table === "transitions").map((i) => i.sql);
-  const copying = startLogCopy({ mendRebuildLog: true, journalDir, target, limit, logIndexes });
+  // Two workers at once: one verifies and copies the log into the target, the other replays the
+  // state into a file of its own; this thread merges them once both are done.
+  const copying = startWorker<LogCopyReply>("rebuild-log", {
+    mendRebuildLog: true,
+    journalDir,
+    target,
+    limit,
+    logIndexes,
+  } satisfies LogCopyRequest);
+  const replaying = startWorker<StateReplayMessage>(
+    "rebuild-state",
+    {
+      mendRebuildState: true,
+      journalDir,
+      stateFile,
+      limit,
+      now: options.now,
+      leaseMs: options.leaseMs ?? 5_000,
+      progressEvery: options.progressEvery ?? 50_000,
+    } satisfies StateReplayRequest,
+    (m) => {
+      if ("progress" in m) options.onProgress?.(m.progress);
+    },
+  );
+  let log: Exclude<LogCopyReply, { error: unknown }>;
   try {
-    // While the worker copies the log, this thread replays the state and writes it to a file of
-    // its own; both are merged once the log is in.
-    const state = replayState(journalDir, limit, options);
-    const db = openUnsynced(stateFile);
-    try {
-      db.transaction(() => writeState(db, state, options.now, options.leaseMs ?? 5_000))();
-    } finally {
-      db.close();
-    }
+    [log] = await Promise.all([
+      copying.done.then(unwrap),
+      replaying.done.then((m) => unwrap(m as Exclude<StateReplayMessage, { progress: number }>)),
+    ]);
   } catch (err) {
-    await copying.cancel();
-    rmSync(stateFile, { force: true });
-    throw err;
-  }
-  let log: Awaited<typeof copying.done>;
-  try {
-    log = await copying.done;
-  } catch (err) {
+    await Promise.all([copying.cancel(), replaying.cancel()]);
     rmSync(stateFile, { force: true });
     throw err;
   }
@@ -82,8 +91,9 @@ export async function rebuildFromJournal(
   try {
     db.prepare("ATTACH DATABASE ? AS st").run(stateFile);
     db.transaction(() => {
-      for (const table of STATE_TABLES)
+      for (const table of STATE_TABLES) {
         db.exec(`INSERT INTO main.${table} SELECT * FROM st.${table}`);
+      }
       db.prepare(
         "INSERT INTO journal_position (id, segment, offset, last_seq) VALUES (1, ?, ?, ?)",
       ).run(log.end.segment, log.end.offset, log.end.lastSeq);
@@ -105,16 +115,20 @@ export async function rebuildFromJournal(
   };
 }
 
+type Failed = {
+  error: { code: MendError["code"]; message: string; context: Record<string, unknown> };
+};
+
+/** A worker's final message, or its error as the typed error it was. */
+function unwrap<T extends object>(reply: T | Failed): T {
+  if ("error" in reply) {
+    throw new MendError(reply.error.code, reply.error.message, reply.error.context);
+  }
+  return reply;
+}
+
 /** Tables the replayed state fills. */
 const STATE_TABLES = ["workstreams", "tasks", "task_deps", "workers"] as const;
-
-function openUnsynced(path: string): Database.Database {
-  const db = new Database(path);
-  db.pragma("journal_mode = OFF");
-  db.pragma("synchronous = OFF");
-  db.pragma("cache_size = -262144");
-  return db;
-}
 
 /** Creates the schema without its secondary indexes (built once at the end); returns them. */
 function createSchema(path: string): { table: string; sql: string }[] {
@@ -136,32 +150,29 @@ function createSchema(path: string): { table: string; sql: string }[] {
 }
 
 /**
- * The worker thread copying the log. Built, the module beside this one is JavaScript; under the
- * tests it is the TypeScript source, loaded through tsx's loader in the worker.
+ * Starts the worker module `name` (beside this one) with `request`; `done` is its last message.
+ * Built, the module is JavaScript; under the tests it is the TypeScript source, loaded through
+ * tsx's loader in the worker. Both workers allocate a string or object per field of every record,
+ * most of it short-lived: with a young generation of 384 MiB (the default is 16 times smaller)
+ * garbage collection stops dominating, and 1M transitions rebuild in about 8.5 s instead of 13 s.
  */
-function startLogCopy(request: LogCopyRequest) {
+function startWorker<M>(name: string, request: object, onMessage?: (m: M) => void) {
   const self = fileURLToPath(import.meta.url);
-  const script = pathToFileURL(join(dirname(self), `rebuild-log${extname(self)}`)).href;
-  // A young generation larger than the default: the copy allocates a string per field.
-  const resourceLimits = { maxYoungGenerationSizeMb: 64 };
+  const script = pathToFileURL(join(dirname(self), `${name}${extname(self)}`)).href;
+  const resourceLimits = { maxYoungGenerationSizeMb: 384 };
   const worker = script.endsWith(".ts")
     ? new Worker(
         `import("tsx/esm/api").then((tsx) => tsx.register()).then(() => import(${JSON.stringify(script)}))`,
         { eval: true, workerData: request, resourceLimits },
       )
     : new Worker(new URL(script), { workerData: request, resourceLimits });
-  const done = new Promise<Exclude<LogCopyReply, { error: unknown }>>((resolve, reject) => {
-    worker.once("message", (reply: LogCopyReply) => {
-      if ("error" in reply) {
-        reject(new MendError(reply.error.code, reply.error.message, reply.error.context));
-      } else {
-        resolve(reply);
-      }
+  const done = new Promise<M>((resolve, reject) => {
+    worker.on("message", (m: M) => {
+      if (typeof m === "object" && m !== null && "progress" in m) onMessage?.(m);
+      else resolve(m);
     });
     worker.once("error", reject);
-    worker.once("exit", (code) =>
-      reject(new MendError("internal", `log copy exited with ${code}`)),
-    );
+    worker.once("exit", (code) => reject(new MendError("internal", `${name} exited with ${code}`)));
   });
   return {
     done,
@@ -172,27 +183,6 @@ function startLogCopy(request: LogCopyRequest) {
   };
 }
 
-/**
- * What replay.ts's applyTransition does, in place over maps: creation inserts the record, every
- * other transition merges its data and sets the status (copying records costs seconds at 1M).
- */
-function replayState(journalDir: string, limit: JournalLimit, options: RebuildOptions) {
-  const state: ReplayedState = { task: new Map(), workstream: new Map(), worker: new Map() };
-  const every = options.progressEvery ?? 50_000;
-  let count = 0;
-  scanJournal(journalDir, limit, (tx) => {
-    for (const t of tx.transitions) {
-      const table = state[t.entity];
-      let record = table.get(t.entityId);
-      if (!record) table.set(t.entityId, (record = {}));
-      Object.assign(record, t.data);
-      record.status = t.to;
-      if (++count % every === 0) options.onProgress?.(t.seq);
-    }
-  });
-  return state;
-}
-
 function fsyncFile(path: string): void {
   const fd = openSync(path, "r+");
   try {
@@ -200,32 +190,4 @@ function fsyncFile(path: string): void {
   } finally {
     closeSync(fd);
   }
-}
-
-type ReplayedState = Record<keyof typeof ENTITY_TABLES, Map<string, Record<string, unknown>>>;
-
-/** Writes replayed state as rows; liveness the log does not hold is given from `now`. */
-function writeState(db: Database.Database, state: ReplayedState, now: number, leaseMs: number) {
-  const insertRow = (kind: keyof typeof ENTITY_TABLES) => {
-    const { table, columns } = ENTITY_TABLES[kind];
-    const fields = Object.keys(columns);
-    const stmt = db.prepare(
-      `INSERT INTO ${table} (${fields.map((f) => columns[f]![0]).join(", ")}) VALUES (${fields.map(() => "?").join(", ")})`,
-    );
-    const kinds: ColumnKind[] = fields.map((f) => columns[f]![1]);
-    return (record: Record<string, unknown>) =>
-      stmt.run(fields.map((f, i) => encodeField(kinds[i]!, record[f])));
-  };
-  const workstream = insertRow("workstream");
-  for (const w of state.workstream.values()) workstream(w);
-  const task = insertRow("task");
-  const dep = db.prepare("INSERT INTO task_deps (task_id, dep_id) VALUES (?, ?)");
-  for (const record of state.task.values()) {
-    const t = record as unknown as TaskRecord;
-    record.leaseExpiresAt = t.status === "running" ? now + leaseMs : null;
-    task(record);
-    for (const d of t.deps) dep.run(t.id, makeTaskId(t.workstreamId, d));
-  }
-  const worker = insertRow("worker");
-  for (const w of state.worker.values()) worker({ ...w, heartbeatAt: now });
 }

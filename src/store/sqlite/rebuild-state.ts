@@ -1,0 +1,131 @@
+/**
+ * The half of a rebuild that replays the state, in a worker thread of its own (so it can have a
+ * young generation much larger than the main thread's default; see rebuild.ts):
+ * folds the journal's transitions into records and writes them, as rows, to a file of their own,
+ * while the other worker copies the log (see rebuild.ts).
+ */
+import { parentPort, workerData } from "node:worker_threads";
+import Database from "better-sqlite3";
+import { isMendError, MendError } from "../../errors.js";
+import { taskId as makeTaskId } from "../../model/ids.js";
+import type { TaskRecord } from "../../model/records.js";
+import { type JournalLimit, scanJournal } from "../../state/journal.js";
+import { type ColumnKind, ENTITY_TABLES, encodeField } from "./codec.js";
+
+/** What the main thread asks for. */
+export interface StateReplayRequest {
+  /** Marks a rebuild's state worker (other workers, e.g. a test runner's, carry other data). */
+  mendRebuildState: true;
+  journalDir: string;
+  /** The file the rows go to; its schema already exists. */
+  stateFile: string;
+  limit: JournalLimit;
+  now: number;
+  leaseMs: number;
+  progressEvery: number;
+}
+
+/** Progress while replaying, then the end (or the error that stopped it). */
+export type StateReplayMessage =
+  | { progress: number }
+  | { done: true; transitions: number }
+  | { error: { code: MendError["code"]; message: string; context: Record<string, unknown> } };
+
+/** Opens a file being built: nothing in it is in use until it is installed and synced. */
+export function openUnsynced(path: string): Database.Database {
+  const db = new Database(path);
+  db.pragma("journal_mode = OFF");
+  db.pragma("synchronous = OFF");
+  db.pragma("cache_size = -262144");
+  return db;
+}
+
+/** Replays the journal into records and writes them to `request.stateFile`. */
+export function replayToFile(
+  request: StateReplayRequest,
+  report: (m: StateReplayMessage) => void,
+): void {
+  try {
+    let transitions = 0;
+    const state = replayState(
+      request.journalDir,
+      request.limit,
+      request.progressEvery,
+      (seq, n) => {
+        transitions = n;
+        report({ progress: seq });
+      },
+    );
+    const db = openUnsynced(request.stateFile);
+    try {
+      db.transaction(() => writeState(db, state, request.now, request.leaseMs))();
+    } finally {
+      db.close();
+    }
+    report({ done: true, transitions });
+  } catch (err) {
+    const e = isMendError(err) ? err : new MendError("internal", String(err));
+    report({ error: { code: e.code, message: e.message, context: e.context } });
+  }
+}
+
+/**
+ * What replay.ts's applyTransition does, in place over maps: creation inserts the record, every
+ * other transition merges its data and sets the status (copying records costs seconds at 1M).
+ */
+function replayState(
+  journalDir: string,
+  limit: JournalLimit,
+  every: number,
+  onProgress: (seq: number, count: number) => void,
+) {
+  const state: ReplayedState = { task: new Map(), workstream: new Map(), worker: new Map() };
+  let count = 0;
+  let last = 0;
+  scanJournal(journalDir, limit, (tx) => {
+    for (const t of tx.transitions) {
+      const table = state[t.entity];
+      let record = table.get(t.entityId);
+      if (!record) table.set(t.entityId, (record = {}));
+      Object.assign(record, t.data);
+      record.status = t.to;
+      last = t.seq;
+      if (++count % every === 0) onProgress(t.seq, count);
+    }
+  });
+  onProgress(last, count);
+  return state;
+}
+
+type ReplayedState = Record<keyof typeof ENTITY_TABLES, Map<string, Record<string, unknown>>>;
+
+/** Writes replayed state as rows; liveness the log does not hold is given from `now`. */
+function writeState(db: Database.Database, state: ReplayedState, now: number, leaseMs: number) {
+  const insertRow = (kind: keyof typeof ENTITY_TABLES) => {
+    const { table, columns } = ENTITY_TABLES[kind];
+    const fields = Object.keys(columns);
+    const stmt = db.prepare(
+      `INSERT INTO ${table} (${fields.map((f) => columns[f]![0]).join(", ")}) VALUES (${fields.map(() => "?").join(", ")})`,
+    );
+    const kinds: ColumnKind[] = fields.map((f) => columns[f]![1]);
+    return (record: Record<string, unknown>) =>
+      stmt.run(fields.map((f, i) => encodeField(kinds[i]!, record[f])));
+  };
+  const workstream = insertRow("workstream");
+  for (const w of state.workstream.values()) workstream(w);
+  const task = insertRow("task");
+  const dep = db.prepare("INSERT INTO task_deps (task_id, dep_id) VALUES (?, ?)");
+  for (const record of state.task.values()) {
+    const t = record as unknown as TaskRecord;
+    record.leaseExpiresAt = t.status === "running" ? now + leaseMs : null;
+    task(record);
+    for (const d of t.deps) dep.run(t.id, makeTaskId(t.workstreamId, d));
+  }
+  const worker = insertRow("worker");
+  for (const w of state.worker.values()) worker({ ...w, heartbeatAt: now });
+}
+
+if (parentPort && (workerData as Partial<StateReplayRequest> | null)?.mendRebuildState === true) {
+  const port = parentPort;
+  replayToFile(workerData as StateReplayRequest, (m) => port.postMessage(m));
+}
