@@ -161,3 +161,29 @@ describe("transition journal", () => {
     expect(readJournal(dir).transitions.map((t) => [t.seq, t.hash])).toEqual(await logOf(reopened));
   });
 });
+
+describe("transition journal after a machine crash", () => {
+  it("writes again from the log the transactions whose journal bytes never reached the disk", async () => {
+    const clock = new FakeClock();
+    const { path, store } = tempStore(clock);
+    await workload(store, clock);
+    await store.submit(spec([{ id: "x" }, { id: "y" }]));
+    await store.submit(spec([{ id: "z" }]));
+    const log = await logOf(store);
+    await store.close();
+    // What the disk keeps when the database's sync finished and the journal's did not: the
+    // preallocated zeros where the last two transactions' lines were.
+    const dir = journalDirFor(path);
+    const file = join(dir, readdirSync(dir)[0]!);
+    const bytes = readFileSync(file);
+    const end = bytes.indexOf(0);
+    const cut = bytes.lastIndexOf("\tE\n", bytes.lastIndexOf("\tE\n", end - 4) - 1) + 3;
+    bytes.fill(0, cut, end);
+    writeFileSync(file, bytes);
+    expect(readJournal(dir).transitions.length).toBeLessThan(log.length);
+    const reopened = openSqlite(path, clock);
+    expect(readJournal(dir).transitions.map((t) => [t.seq, t.hash])).toEqual(log);
+    await reopened.submit(spec([{ id: "after" }]));
+    expect(readJournal(dir).transitions.map((t) => [t.seq, t.hash])).toEqual(await logOf(reopened));
+  });
+});

@@ -17,6 +17,7 @@ import {
   writeSync,
 } from "node:fs";
 import { basename, dirname, extname, join } from "node:path";
+import { Worker } from "node:worker_threads";
 import { MendError } from "../errors.js";
 import type { InterventionRecord } from "../model/records.js";
 import type { UnhashedTransition } from "../store/chain.js";
@@ -119,6 +120,7 @@ export class JournalWriter {
   private fdSegment: string | null = null;
   /** Bytes allocated in the open segment, as last seen. */
   private allocated = 0;
+  private readonly background = new BackgroundSync();
 
   constructor(
     readonly dir: string,
@@ -126,15 +128,26 @@ export class JournalWriter {
   ) {}
 
   /**
-   * Writes one transaction's lines at `pos` and makes them durable; returns the new position.
-   * Whatever lies at `pos` (a transaction whose commit never happened) is overwritten. Call while
-   * holding the database's write lock, before committing.
+   * Writes one transaction's lines at `pos`; returns the new position. Whatever lies at `pos` (a
+   * transaction whose commit never happened) is overwritten. Call while holding the database's
+   * write lock, before committing. `sync: "now"` makes the lines durable before returning;
+   * `"overlapped"` starts making them durable on a helper thread, so that it happens while the
+   * database commits: call {@link JournalWriter.finishSync} before acknowledging the transaction.
    */
-  append(pos: JournalPosition, lines: string, firstSeq: number, lastSeq: number): JournalPosition {
+  append(
+    pos: JournalPosition,
+    lines: string,
+    firstSeq: number,
+    lastSeq: number,
+    sync: "now" | "overlapped" = "now",
+  ): JournalPosition {
     const bytes = Buffer.from(`${lines}\0`);
     let segment = pos.segment;
     let offset = pos.offset;
     if (offset > 0 && offset + bytes.length > this.segmentBytes) {
+      // The segment being left may still have another process's overlapped sync running: make it
+      // durable before anything goes to the next one, so a lost tail is only ever in the last.
+      fdatasyncSync(this.open(segment));
       this.dropSegmentsAfter(segment);
       segment = segmentName(firstSeq);
       offset = 0;
@@ -146,12 +159,23 @@ export class JournalWriter {
     while (written < bytes.length) {
       written += writeSync(fd, bytes, written, bytes.length - written, offset + written);
     }
-    fdatasyncSync(fd);
+    if (sync === "now") fdatasyncSync(fd);
+    else this.background.start(fd);
     return { segment, offset: offset + bytes.length - 1, lastSeq };
+  }
+
+  /**
+   * Waits until the lines written with `sync: "overlapped"` are durable. Throws when the sync
+   * failed, unless `quietly` (the transaction failed anyway and its error is the one to report).
+   */
+  finishSync(quietly = false): void {
+    this.background.finish(quietly);
   }
 
   /** Closes the open segment. */
   close(): void {
+    this.background.finish(true);
+    this.background.stop();
     if (this.fd !== null) closeSync(this.fd);
     this.fd = null;
     this.fdSegment = null;
@@ -234,6 +258,64 @@ export class JournalWriter {
         renameSync(join(this.dir, name), join(this.dir, `${name}.uncommitted`));
       }
     }
+  }
+}
+
+/** The helper thread's loop: wait for a request, fdatasync the file it names, say so. */
+const SYNC_LOOP = `
+const { workerData } = require("node:worker_threads");
+const { fdatasyncSync } = require("node:fs");
+const s = new Int32Array(workerData);
+let seen = 0;
+for (;;) {
+  Atomics.wait(s, 0, seen);
+  seen = Atomics.load(s, 0);
+  try { fdatasyncSync(Atomics.load(s, 2)); } catch { Atomics.store(s, 3, 1); }
+  Atomics.store(s, 1, seen);
+  Atomics.notify(s, 1);
+}`;
+
+/**
+ * fdatasync on a helper thread, started inside a transaction and awaited after its commit: the
+ * journal's sync and the database's own then run at the same time instead of one after the other.
+ * Requests never overlap (one transaction at a time per process), so one slot per field will do:
+ * [0] requests made, [1] requests done, [2] the file descriptor, [3] a sync failed.
+ */
+class BackgroundSync {
+  private readonly shared = new SharedArrayBuffer(16);
+  private readonly state = new Int32Array(this.shared);
+  private requested = 0;
+  private thread: Worker | null = null;
+
+  start(fd: number): void {
+    if (!this.thread) {
+      this.thread = new Worker(SYNC_LOOP, { eval: true, workerData: this.shared });
+      // It must not keep a process alive that has nothing else to do.
+      this.thread.unref();
+    }
+    this.requested++;
+    Atomics.store(this.state, 2, fd);
+    Atomics.store(this.state, 0, this.requested);
+    Atomics.notify(this.state, 0);
+  }
+
+  finish(quietly: boolean): void {
+    for (;;) {
+      const done = Atomics.load(this.state, 1);
+      if (done >= this.requested) break;
+      Atomics.wait(this.state, 1, done);
+    }
+    if (Atomics.exchange(this.state, 3, 0) !== 0 && !quietly) {
+      throw new MendError(
+        "internal",
+        "the transition journal could not be synced to disk (fdatasync failed); the transaction is committed in the database, and the journal is repaired from it when the store is next opened",
+      );
+    }
+  }
+
+  stop(): void {
+    void this.thread?.terminate();
+    this.thread = null;
   }
 }
 
@@ -496,4 +578,47 @@ export function samePosition(a: JournalPosition | null, b: JournalPosition | nul
   return a === null || b === null
     ? a === b
     : a.segment === b.segment && a.offset === b.offset && a.lastSeq === b.lastSeq;
+}
+
+/** How far back from the committed end {@link journalIntactAt} looks for lost bytes. */
+const TAIL_CHECK_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Whether the journal holds the database's last committed transactions: the bytes before the
+ * committed end hold no NUL (what a machine crash leaves where a write never reached the disk,
+ * the segment being preallocated with zeros) and end a transaction.
+ */
+export function journalIntactAt(dir: string, pos: JournalPosition): boolean {
+  const path = join(dir, pos.segment);
+  if (!existsSync(path) || statSync(path).size < pos.offset) return false;
+  const from = Math.max(0, pos.offset - TAIL_CHECK_BYTES);
+  const bytes = Buffer.alloc(pos.offset - from);
+  const fd = openSync(path, "r");
+  try {
+    readSync(fd, bytes, 0, bytes.length, from);
+  } finally {
+    closeSync(fd);
+  }
+  return (
+    bytes.indexOf(0) < 0 && bytes.toString("latin1", bytes.length - END.length - 1) === `${END}\n`
+  );
+}
+
+/**
+ * The end of the last whole transaction in the segment of `pos` that the disk kept, and the seq
+ * of the last transition up to there: where to write again what a crash lost.
+ */
+export function lastIntactEnd(dir: string, pos: JournalPosition): JournalPosition {
+  const path = join(dir, pos.segment);
+  const bytes = existsSync(path) ? readFileSync(path).subarray(0, pos.offset) : Buffer.alloc(0);
+  const zero = bytes.indexOf(0);
+  const kept = zero < 0 ? bytes : bytes.subarray(0, zero);
+  const end = kept.lastIndexOf(`${END}\n`) < 0 ? 0 : kept.lastIndexOf(`${END}\n`) + END.length + 1;
+  const text = kept.toString("utf8", 0, end);
+  const lastT = text.lastIndexOf("\nT\t") + 1 || (text.startsWith("T\t") ? 0 : -1);
+  const lastSeq =
+    lastT < 0
+      ? Number(pos.segment.slice(0, 16)) - 1
+      : (JSON.parse(text.slice(lastT + 2, text.indexOf("\t", lastT + 2))) as number[])[0]!;
+  return { segment: pos.segment, offset: Buffer.byteLength(text), lastSeq };
 }

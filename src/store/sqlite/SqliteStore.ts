@@ -35,7 +35,9 @@ import {
   type JournalTransition,
   JournalWriter,
   journalDirFor,
+  journalIntactAt,
   journalReaches,
+  lastIntactEnd,
   listSegments,
   readCutMarker,
   removeCutMarker,
@@ -196,6 +198,7 @@ export class SqliteStore implements Store {
         : new JournalWriter(journalDirFor(path), options.journalSegmentBytes);
     if (this.journal) {
       this.journalRestartedOnOpen = this.completeJournalCut();
+      this.repairJournalTail(this.journal);
       if (!this.readJournalPosition()) this.startJournal(this.journal);
     }
   }
@@ -236,14 +239,18 @@ export class SqliteStore implements Store {
 
   /** Runs `fn` in one write transaction (taking the write lock at once). @internal */
   write<T>(fn: () => T): T {
+    let result: T;
     try {
-      return this.db
+      result = this.db
         .transaction(() => {
-          const result = fn();
+          const r = fn();
           this.flushJournal();
-          return result;
+          return r;
         })
         .immediate();
+    } catch (err) {
+      this.journal?.finishSync(true);
+      throw err;
     } finally {
       this.cursor = null;
       this.journalPending = [];
@@ -252,6 +259,9 @@ export class SqliteStore implements Store {
         this.signalWake();
       }
     }
+    // Committed: acknowledged only once the journal's lines are durable too.
+    this.journal?.finishSync();
+    return result;
   }
 
   // ---------------------------------------------------------------- the write path
@@ -413,6 +423,7 @@ export class SqliteStore implements Store {
       endTransaction(this.journalPending),
       this.journalFirstSeq || pos.lastSeq + 1,
       lastSeq,
+      "overlapped",
     );
     this.stmt("UPDATE journal_position SET segment = ?, offset = ?, last_seq = ? WHERE id = 1").run(
       next.segment,
@@ -437,6 +448,37 @@ export class SqliteStore implements Store {
       `the journal ${journal.dir} holds transitions this database (${this.path}) does not know: rebuild the database from it with \`mend state restore --from-transitions\`, or move the journal away to start afresh`,
       { journal: journal.dir, path: this.path },
     );
+  }
+
+  /**
+   * After the machine crashed, the journal may lack the last transactions the database committed
+   * (a transaction is acknowledged once both are synced, but the two syncs run side by side, and
+   * the database's may finish first): they are written again from the log, at the end of what the
+   * disk kept. Interventions lost with them are not (they are in the database, not in the chain).
+   */
+  private repairJournalTail(journal: JournalWriter): void {
+    const pos = this.readJournalPosition();
+    if (!pos || pos.offset === 0 || journalIntactAt(journal.dir, pos)) return;
+    this.db
+      .transaction(() => {
+        const now = this.readJournalPosition();
+        if (!now || journalIntactAt(journal.dir, now)) return;
+        const kept = lastIntactEnd(journal.dir, now);
+        const rows = this.stmt("SELECT * FROM transitions WHERE seq > ? ORDER BY seq").all(
+          kept.lastSeq,
+        ) as Row[];
+        if (rows.length === 0) return;
+        const next = journal.append(
+          kept,
+          endTransaction(rows.map((r) => encodeTransition(rowToRawTransition(r)))),
+          kept.lastSeq + 1,
+          rows.at(-1)!.seq as number,
+        );
+        this.stmt(
+          "UPDATE journal_position SET segment = ?, offset = ?, last_seq = ? WHERE id = 1",
+        ).run(next.segment, next.offset, next.lastSeq);
+      })
+      .immediate();
   }
 
   /**
