@@ -1,5 +1,5 @@
 /**
- * `npx tsx bench/restore.ts [--mb 100] [--trials 3]` (after `npm run build`; not part of the
+ * `npm run bench:restore -- [--mb 100] [--trials 3]` (not part of the
  * tests): how long `mend state restore --from-backup` takes on a store of about `--mb` megabytes,
  * in place into a sound store (which includes its quick check, the backup's check, and the safety
  * backup taken first) and by replacing a damaged file. Also times a backup of the same store.
