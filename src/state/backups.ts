@@ -8,21 +8,12 @@
  * when complete, the manifest last, so a backup is listed only once both are whole: a process
  * killed mid-backup leaves at most unlisted leftovers, which a later backup clears away.
  */
-import {
-  closeSync,
-  existsSync,
-  fsyncSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { z } from "zod";
 import { MendError } from "../errors.js";
 import { newId } from "../model/ids.js";
+import { fsyncPath } from "./fsync.js";
 
 /** One complete backup of a store. Times are epoch milliseconds. */
 export interface BackupInfo {
@@ -152,16 +143,6 @@ export function writeManifest(dbPath: string, info: BackupInfo, actor: string | 
   fsyncPath(files.tmpManifest);
   renameSync(files.tmpManifest, files.manifest);
   fsyncPath(dir);
-}
-
-/** Flushes a file's or directory's data and entry to disk. */
-export function fsyncPath(path: string): void {
-  const fd = openSync(path, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /**

@@ -19,6 +19,7 @@ import {
 import { basename, dirname, extname, join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { MendError } from "../errors.js";
+import { fsyncPath } from "./fsync.js";
 import type { InterventionRecord } from "../model/records.js";
 import type { UnhashedTransition } from "../store/chain.js";
 
@@ -198,7 +199,7 @@ export class JournalWriter {
     this.fdSegment = segment;
     this.allocated = fstatSync(this.fd).size;
     // A new file's directory entry must be durable too, or a crash could lose the whole segment.
-    if (created) syncDirectory(this.dir);
+    if (created) fsyncPath(this.dir);
     return this.fd;
   }
 
@@ -316,15 +317,6 @@ class BackgroundSync {
   stop(): void {
     void this.thread?.terminate();
     this.thread = null;
-  }
-}
-
-function syncDirectory(dir: string): void {
-  const fd = openSync(dir, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }
 
@@ -539,14 +531,9 @@ export function writeCutMarker(dir: string, cut: JournalCut): void {
   const path = cutMarkerPath(dir);
   mkdirSync(dirname(path), { recursive: true });
   writeFileSync(`${path}.tmp`, JSON.stringify(cut));
-  const fd = openSync(`${path}.tmp`, "r+");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  fsyncPath(`${path}.tmp`);
   renameSync(`${path}.tmp`, path);
-  syncDirectory(dirname(path));
+  fsyncPath(dirname(path));
 }
 
 /** The cut a restore left to carry out, if any. */

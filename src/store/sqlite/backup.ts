@@ -20,13 +20,13 @@ import {
   backupFiles,
   DEFAULT_RETENTION,
   findBackup,
-  fsyncPath,
   listBackupsOf,
   newBackupId,
   pruneBackups,
   type RestoreRecord,
   writeManifest,
 } from "../../state/backups.js";
+import { fsyncPath } from "../../state/fsync.js";
 import {
   type JournalLimit,
   type JournalPosition,

@@ -1,8 +1,9 @@
-import { closeSync, existsSync, fsyncSync, openSync, rmSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { dirname, extname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
 import { MendError } from "../../errors.js";
+import { fsyncPath } from "../../state/fsync.js";
 import type { JournalLimit, JournalPosition } from "../../state/journal.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import type { LogCopyReply, LogCopyRequest } from "./rebuild-log.js";
@@ -104,7 +105,7 @@ export async function rebuildFromJournal(
     db.close();
     rmSync(stateFile, { force: true });
   }
-  fsyncFile(target);
+  fsyncPath(target);
   return {
     transitions: log.transitions,
     interventions: log.interventions,
@@ -181,13 +182,4 @@ function startWorker<M>(name: string, request: object, onMessage?: (m: M) => voi
       await worker.terminate();
     },
   };
-}
-
-function fsyncFile(path: string): void {
-  const fd = openSync(path, "r+");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
