@@ -187,3 +187,16 @@ describe("transition journal after a machine crash", () => {
     expect(readJournal(dir).transitions.map((t) => [t.seq, t.hash])).toEqual(await logOf(reopened));
   });
 });
+
+describe("a database without the history its journal holds", () => {
+  it("says so, naming the command that rebuilds it", async () => {
+    const clock = new FakeClock();
+    const { path, store } = tempStore(clock);
+    await store.submit(spec([{ id: "a" }]));
+    expect(store.journalWarning()).toBeNull();
+    await store.close();
+    for (const suffix of ["", "-wal", "-shm"]) rmSync(`${path}${suffix}`, { force: true });
+    const fresh = openSqlite(path, clock);
+    expect(fresh.journalWarning()).toMatch(/restore --from-transitions/);
+  });
+});

@@ -4,6 +4,7 @@ import type { Command } from "commander";
 import { MendError } from "../errors.js";
 import type { TaskRecord, WorkstreamRecord } from "../model/records.js";
 import { openStore, resolveStoreUrl } from "../store/open.js";
+import { SqliteStore } from "../store/sqlite/SqliteStore.js";
 import type { Store } from "../store/store.js";
 
 /** Options every command accepts. */
@@ -20,6 +21,8 @@ export function globals(cmd: Command): GlobalOptions {
 /** Opens the store named by the options, runs `fn`, and always closes it. */
 export async function withStore<T>(cmd: Command, fn: (store: Store) => Promise<T>): Promise<T> {
   const store = await openStore(resolveStoreUrl(globals(cmd).store));
+  const warning = store instanceof SqliteStore ? store.journalWarning() : null;
+  if (warning) process.stderr.write(`warning: ${warning}\n`);
   try {
     return await fn(store);
   } finally {

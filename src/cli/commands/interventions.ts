@@ -21,10 +21,23 @@ export function registerInterventions(program: Command): void {
               i.command,
               i.target,
               i.reason,
-              `${(i.before as { status?: string })?.status ?? "?"} → ${(i.after as { status?: string })?.status ?? "?"}`,
+              change(i.before, i.after),
             ]),
           ),
         );
       });
     });
+}
+
+/** Widest CHANGE cell; `--json` has everything. */
+const MAX_CHANGE = 60;
+
+/** A status change as `a → b`; anything else (a backup, a restore, a plan) as compact JSON. */
+function change(before: unknown, after: unknown): string {
+  const status = (v: unknown) => (v as { status?: unknown } | null)?.status;
+  if (typeof status(before) === "string" || typeof status(after) === "string") {
+    return `${String(status(before) ?? "?")} → ${String(status(after) ?? "?")}`;
+  }
+  const text = JSON.stringify(after ?? before ?? null);
+  return text.length > MAX_CHANGE ? `${text.slice(0, MAX_CHANGE - 1)}…` : text;
 }

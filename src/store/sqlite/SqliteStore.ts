@@ -432,6 +432,17 @@ export class SqliteStore implements Store {
     );
   }
 
+  /**
+   * Why this database cannot be trusted as it is, for people: a journal holding history it lacks
+   * (the database file was deleted or replaced by a new one). Null when there is nothing to say.
+   * @internal
+   */
+  journalWarning(): string | null {
+    if (!this.journal || this.readJournalPosition()) return null;
+    if (listSegments(this.journal.dir).length === 0) return null;
+    return `the journal ${this.journal.dir} holds transitions this database does not: it looks new or replaced; rebuild it with \`mend state restore --from-transitions\` (writing is refused until then)`;
+  }
+
   private readJournalPosition(): JournalPosition | null {
     const row = this.stmt(
       "SELECT segment, offset, last_seq FROM journal_position WHERE id = 1",
