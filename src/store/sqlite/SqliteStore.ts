@@ -132,6 +132,15 @@ export interface Change {
   detail?: Record<string, unknown> | null;
 }
 
+/** A transition ready to write: its row's values and its record's data, computed ahead. */
+interface PreparedChange {
+  change: Change;
+  shape: WriteShape;
+  values: unknown[];
+  dataJson: string;
+  at: number;
+}
+
 /** A prepared write for one entity and field list, with how each field is encoded. */
 interface WriteShape {
   stmt: Database.Statement;
@@ -322,6 +331,15 @@ export class SqliteStore implements Store {
    * @internal
    */
   transition(c: Change): number {
+    return this.apply(this.prepare(c));
+  }
+
+  /**
+   * Everything about a transition that needs no database: the state machine's check, the row's
+   * column values and the record's data. Submissions prepare their records before taking the
+   * write lock, so the lock is held for the writes alone.
+   */
+  private prepare(c: Change): PreparedChange {
     assertTransition(c.kind, c.id, c.from, c.to);
     const at = this.clock.now();
     const patch: Record<string, unknown> = { ...c.patch, status: c.to };
@@ -347,19 +365,21 @@ export class SqliteStore implements Store {
       dataJson += `${dataJson.length > 1 ? "," : ""}"${field}":${json}`;
     }
     dataJson += "}";
-    if (c.from === null) {
-      shape.stmt.run(values);
-    } else {
-      values.push(c.id, c.from);
-      if (shape.stmt.run(values).changes !== 1) {
-        throw new MendError("refused", `${c.kind} ${c.id} is no longer ${c.from}`, {
-          kind: c.kind,
-          id: c.id,
-          expected: c.from,
-        });
-      }
+    if (c.from !== null) values.push(c.id, c.from);
+    return { change: c, shape, values, dataJson, at };
+  }
+
+  /** Writes a prepared transition: the guarded row write and its record, in the open transaction. */
+  private apply(p: PreparedChange): number {
+    const c = p.change;
+    if (p.shape.stmt.run(p.values).changes !== 1 && c.from !== null) {
+      throw new MendError("refused", `${c.kind} ${c.id} is no longer ${c.from}`, {
+        kind: c.kind,
+        id: c.id,
+        expected: c.from,
+      });
     }
-    return this.append(c, dataJson, at);
+    return this.append(c, p.dataJson, p.at);
   }
 
   /** The prepared INSERT or guarded UPDATE for an entity and a set of fields, built once. */
@@ -534,8 +554,9 @@ export class SqliteStore implements Store {
     const now = this.clock.now();
     const wsId = newId(WORKSTREAM_ID_PREFIX.slice(0, -1), now);
     const taskIds: string[] = [];
-    this.write(() => {
-      this.transition({
+    const deps: [string, string][] = [];
+    const records = [
+      this.prepare({
         kind: "workstream",
         id: wsId,
         from: null,
@@ -544,17 +565,18 @@ export class SqliteStore implements Store {
         event: "workstream_created",
         actor,
         workstreamId: wsId,
-      });
-      const depInsert = this.stmt("INSERT INTO task_deps (task_id, dep_id) VALUES (?, ?)");
-      for (const t of spec.tasks) {
-        const id = makeTaskId(wsId, t.key);
-        taskIds.push(id);
-        const deps = t.deps.map((d) => makeTaskId(wsId, d));
-        this.transition({
+      }),
+    ];
+    for (const t of spec.tasks) {
+      const id = makeTaskId(wsId, t.key);
+      taskIds.push(id);
+      for (const d of t.deps) deps.push([id, makeTaskId(wsId, d)]);
+      records.push(
+        this.prepare({
           kind: "task",
           id,
           from: null,
-          to: deps.length === 0 ? "queued" : "pending",
+          to: t.deps.length === 0 ? "queued" : "pending",
           patch: {
             id,
             workstreamId: wsId,
@@ -575,9 +597,13 @@ export class SqliteStore implements Store {
           event: "task_created",
           actor,
           workstreamId: wsId,
-        });
-        for (const d of deps) depInsert.run(id, d);
-      }
+        }),
+      );
+    }
+    this.write(() => {
+      for (const r of records) this.apply(r);
+      const depInsert = this.stmt("INSERT INTO task_deps (task_id, dep_id) VALUES (?, ?)");
+      for (const [task, dep] of deps) depInsert.run(task, dep);
       this.wakePending = true;
     });
     return { workstreamId: wsId, taskIds };
