@@ -4,10 +4,10 @@
  * replays the state from the same journal (see rebuild.ts).
  */
 import { parentPort, workerData } from "node:worker_threads";
-import Database from "better-sqlite3";
 import { isMendError, MendError } from "../../errors.js";
 import { type JournalLimit, type JournalScan, scanJournal } from "../../state/journal.js";
 import { ChainVerifier } from "../chain.js";
+import { batchInsert, openUnsynced } from "./bulk.js";
 import {
   INSERT_INTERVENTION,
   interventionRow,
@@ -31,23 +31,13 @@ export type LogCopyReply =
   | (JournalScan & { transitions: number; interventions: number; lastHash: string | null })
   | { error: { code: MendError["code"]; message: string; context: Record<string, unknown> } };
 
-const BATCH = 200;
-const COLUMNS = 13;
-
 /** Copies the log of the journal into `target`, whose schema already exists. */
 export function copyLog(request: LogCopyRequest): LogCopyReply {
-  const db = new Database(request.target);
+  const db = openUnsynced(request.target);
   try {
-    db.pragma("journal_mode = OFF");
-    db.pragma("synchronous = OFF");
-    const row = `(${"?, ".repeat(COLUMNS - 1)}?)`;
-    const insertOne = db.prepare(`INSERT INTO transitions (${TRANSITION_COLUMNS}) VALUES ${row}`);
-    const insertMany = db.prepare(
-      `INSERT INTO transitions (${TRANSITION_COLUMNS}) VALUES ${Array.from({ length: BATCH }, () => row).join(", ")}`,
-    );
+    const log = batchInsert(db, "transitions", TRANSITION_COLUMNS.split(", "));
     const insertIntervention = db.prepare(INSERT_INTERVENTION);
     const chain = new ChainVerifier();
-    let batch: unknown[] = [];
     let transitions = 0;
     let interventions = 0;
     let lastHash: string | null = null;
@@ -72,11 +62,7 @@ export function copyLog(request: LogCopyRequest): LogCopyReply {
               { seq: broken.seq, reason: broken.reason, intactUpTo: intact },
             );
           }
-          batch.push(...transitionRow(t));
-          if (batch.length === BATCH * COLUMNS) {
-            insertMany.run(batch);
-            batch = [];
-          }
+          log.add(transitionRow(t));
           lastHash = t.hash;
           transitions++;
         }
@@ -88,7 +74,7 @@ export function copyLog(request: LogCopyRequest): LogCopyReply {
       },
       { decodeData: false },
     );
-    for (let i = 0; i < batch.length; i += COLUMNS) insertOne.run(batch.slice(i, i + COLUMNS));
+    log.flush();
     for (const sql of request.logIndexes) db.exec(sql);
     db.exec("COMMIT");
     return { ...scan, transitions, interventions, lastHash };

@@ -10,6 +10,7 @@ import { isMendError, MendError } from "../../errors.js";
 import { taskId as makeTaskId } from "../../model/ids.js";
 import type { TaskRecord } from "../../model/records.js";
 import { type JournalLimit, scanJournal } from "../../state/journal.js";
+import { batchInsert, openUnsynced } from "./bulk.js";
 import { type ColumnKind, ENTITY_TABLES, encodeField } from "./codec.js";
 
 /** What the main thread asks for. */
@@ -30,15 +31,6 @@ export type StateReplayMessage =
   | { progress: number }
   | { done: true; transitions: number }
   | { error: { code: MendError["code"]; message: string; context: Record<string, unknown> } };
-
-/** Opens a file being built: nothing in it is in use until it is installed and synced. */
-export function openUnsynced(path: string): Database.Database {
-  const db = new Database(path);
-  db.pragma("journal_mode = OFF");
-  db.pragma("synchronous = OFF");
-  db.pragma("cache_size = -262144");
-  return db;
-}
 
 /** Replays the journal into records and writes them to `request.stateFile`. */
 export function replayToFile(
@@ -101,28 +93,37 @@ type ReplayedState = Record<keyof typeof ENTITY_TABLES, Map<string, Record<strin
 
 /** Writes replayed state as rows; liveness the log does not hold is given from `now`. */
 function writeState(db: Database.Database, state: ReplayedState, now: number, leaseMs: number) {
-  const insertRow = (kind: keyof typeof ENTITY_TABLES) => {
+  const entity = (kind: keyof typeof ENTITY_TABLES) => {
     const { table, columns } = ENTITY_TABLES[kind];
     const fields = Object.keys(columns);
-    const stmt = db.prepare(
-      `INSERT INTO ${table} (${fields.map((f) => columns[f]![0]).join(", ")}) VALUES (${fields.map(() => "?").join(", ")})`,
-    );
     const kinds: ColumnKind[] = fields.map((f) => columns[f]![1]);
-    return (record: Record<string, unknown>) =>
-      stmt.run(fields.map((f, i) => encodeField(kinds[i]!, record[f])));
+    const insert = batchInsert(
+      db,
+      table,
+      fields.map((f) => columns[f]![0]),
+    );
+    return {
+      add: (record: Record<string, unknown>) =>
+        insert.add(fields.map((f, i) => encodeField(kinds[i]!, record[f]))),
+      flush: insert.flush,
+    };
   };
-  const workstream = insertRow("workstream");
-  for (const w of state.workstream.values()) workstream(w);
-  const task = insertRow("task");
-  const dep = db.prepare("INSERT INTO task_deps (task_id, dep_id) VALUES (?, ?)");
+  const workstreams = entity("workstream");
+  for (const w of state.workstream.values()) workstreams.add(w);
+  workstreams.flush();
+  const tasks = entity("task");
+  const deps = batchInsert(db, "task_deps", ["task_id", "dep_id"]);
   for (const record of state.task.values()) {
     const t = record as unknown as TaskRecord;
     record.leaseExpiresAt = t.status === "running" ? now + leaseMs : null;
-    task(record);
-    for (const d of t.deps) dep.run(t.id, makeTaskId(t.workstreamId, d));
+    tasks.add(record);
+    for (const d of t.deps) deps.add([t.id, makeTaskId(t.workstreamId, d)]);
   }
-  const worker = insertRow("worker");
-  for (const w of state.worker.values()) worker({ ...w, heartbeatAt: now });
+  tasks.flush();
+  deps.flush();
+  const workers = entity("worker");
+  for (const w of state.worker.values()) workers.add({ ...w, heartbeatAt: now });
+  workers.flush();
 }
 
 if (parentPort && (workerData as Partial<StateReplayRequest> | null)?.mendRebuildState === true) {

@@ -7,7 +7,8 @@ import { fsyncPath } from "../../state/fsync.js";
 import type { JournalLimit, JournalPosition } from "../../state/journal.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import type { LogCopyReply, LogCopyRequest } from "./rebuild-log.js";
-import { openUnsynced, type StateReplayMessage, type StateReplayRequest } from "./rebuild-state.js";
+import { openUnsynced } from "./bulk.js";
+import type { StateReplayMessage, StateReplayRequest } from "./rebuild-state.js";
 
 /** Options of {@link rebuildFromJournal}. */
 export interface RebuildOptions {
