@@ -3,7 +3,8 @@
  * exchanges with random outcomes, clock jumps, lease sweeps, silent worker crashes, operator
  * actions, workstream rollbacks, re-runs, dependency removals, archive and merge, planner crashes
  * inside transactions, process crashes = close and reopen the file), checking after every step
- * that what the store says agrees with the invariants of DESIGN.md.
+ * that what the store says agrees with the invariants of DESIGN.md, and that the transition
+ * journal holds exactly the committed log.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,6 +16,7 @@ import { createPlanner } from "../src/engine/planner.js";
 import { MendError } from "../src/errors.js";
 import { FAILURE_CATEGORIES, type FailureCategory } from "../src/model/failure.js";
 import { canTransition, FINAL_WORKSTREAM_STATUSES, type TaskStatus } from "../src/model/states.js";
+import { journalDirFor, readJournal } from "../src/state/journal.js";
 import type { RecoveryPlan } from "../src/state/recovery-plan.js";
 import { SqliteStore } from "../src/store/sqlite/SqliteStore.js";
 import type { FailurePlanner, HeldLease, Outcome } from "../src/store/store.js";
@@ -472,8 +474,18 @@ class Run {
     const chain = await s.verifyChain();
     expect(chain.ok, JSON.stringify(chain)).toBe(true);
 
-    const log = await s.listTransitions();
+    const log = await s.listTransitions({ limit: 1_000_000 });
     checkCompletionOnce(log);
+    // The journal beside the database holds exactly the committed log, and every intervention,
+    // whatever crashed in between.
+    const journal = readJournal(journalDirFor(this.path));
+    expect(
+      journal.transitions.map((t) => [t.seq, t.hash]),
+      "journal equals log",
+    ).toEqual(log.map((t) => [t.seq, t.hash]));
+    expect(journal.interventions.map((i) => i.id).sort()).toEqual(
+      (await s.listInterventions(1_000_000)).map((i) => i.id).sort(),
+    );
 
     const tasks = await this.allTasks();
     // Nothing lost: every accepted task is visible.
