@@ -32,7 +32,7 @@ export type LogCopyReply =
   | { error: { code: MendError["code"]; message: string; context: Record<string, unknown> } };
 
 /** Copies the log of the journal into `target`, whose schema already exists. */
-export function copyLog(request: LogCopyRequest): LogCopyReply {
+function copyLog(request: LogCopyRequest): LogCopyReply {
   const db = openUnsynced(request.target);
   try {
     const log = batchInsert(db, "transitions", TRANSITION_COLUMNS.split(", "));

@@ -33,7 +33,7 @@ export type StateReplayMessage =
   | { error: { code: MendError["code"]; message: string; context: Record<string, unknown> } };
 
 /** Replays the journal into records and writes them to `request.stateFile`. */
-export function replayToFile(
+function replayToFile(
   request: StateReplayRequest,
   report: (m: StateReplayMessage) => void,
 ): void {
