@@ -33,10 +33,7 @@ export type StateReplayMessage =
   | { error: { code: MendError["code"]; message: string; context: Record<string, unknown> } };
 
 /** Replays the journal into records and writes them to `request.stateFile`. */
-function replayToFile(
-  request: StateReplayRequest,
-  report: (m: StateReplayMessage) => void,
-): void {
+function replayToFile(request: StateReplayRequest, report: (m: StateReplayMessage) => void): void {
   try {
     let transitions = 0;
     const state = replayState(
