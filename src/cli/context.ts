@@ -5,7 +5,7 @@ import { MendError } from "../errors.js";
 import type { TaskRecord, WorkstreamRecord } from "../model/records.js";
 import { openStore, resolveStoreUrl } from "../store/open.js";
 import { SqliteStore } from "../store/sqlite/SqliteStore.js";
-import type { Store } from "../store/store.js";
+import type { Actor, Store } from "../store/store.js";
 
 /** Options every command accepts. */
 export interface GlobalOptions {
@@ -45,6 +45,11 @@ export function actorName(): string {
 /** The command as typed, for the interventions log. */
 export function commandLine(): string {
   return ["mend", ...process.argv.slice(2)].join(" ");
+}
+
+/** The person running this command, as the interventions log records them. */
+export function personActing(reason?: string | null): Actor {
+  return { actor: actorName(), reason: reason ?? null, command: commandLine() };
 }
 
 /**

@@ -24,6 +24,15 @@ export function taskId(workstreamId: string, key: string): string {
   return `${workstreamId}/${key}`;
 }
 
+/** The `task_deps` rows of a task: (task id, dependency id) for each dependency key. */
+export function dependencyRows(
+  workstreamId: string,
+  id: string,
+  depKeys: readonly string[],
+): [string, string][] {
+  return depKeys.map((d) => [id, taskId(workstreamId, d)]);
+}
+
 /** Prefix of workstream ids; reserved, so no worker id can be mistaken for one. */
 export const WORKSTREAM_ID_PREFIX = "ws_";
 

@@ -32,9 +32,10 @@ import type { UnhashedTransition } from "../store/chain.js";
  * `T`, its header (a JSON array), its data and its detail, separated by tabs — JSON text never
  * holds a raw tab, and the data is kept as the exact text its hash covers. An intervention's line
  * is `I` and its JSON. The last line of each transaction ends with a tab and `E`, so a
- * transaction cut short by a crash mid-write is recognised and left out. Where the committed journal ends is recorded in the database in the
- * same transaction ({@link JournalPosition}); bytes beyond it belong to a transaction whose commit
- * never happened and are cut off by the next writer.
+ * transaction cut short by a crash mid-write is recognised and left out. Where the committed
+ * journal ends is recorded in the database in the same transaction ({@link JournalPosition});
+ * bytes beyond it belong to a transaction whose commit never happened and are overwritten by the
+ * next writer.
  */
 
 /** A transition as the journal stores it: exactly the fields its hash covers, plus the hash. */
@@ -65,12 +66,34 @@ export function segmentName(seq: number): string {
   return `${String(seq).padStart(16, "0")}${SEGMENT_SUFFIX}`;
 }
 
+/** Seq of the first record of the segment named `name`. */
+function segmentFirstSeq(name: string): number {
+  return Number(name.slice(0, 16));
+}
+
 /** Segment file names in `dir`, in order. */
 export function listSegments(dir: string): string[] {
   if (!existsSync(dir)) return [];
   return readdirSync(dir)
     .filter((f) => /^\d{16}\.journal$/.test(f))
     .sort();
+}
+
+/** Moves the segments named after `after` (all of them for null) to where `to` says. */
+function moveSegmentsAfter(
+  dir: string,
+  after: string | null,
+  to: (name: string) => string,
+): number {
+  let moved = 0;
+  for (const name of listSegments(dir)) {
+    if (after !== null && name <= after) continue;
+    const target = to(name);
+    mkdirSync(dirname(target), { recursive: true });
+    moved += statSync(join(dir, name)).size;
+    renameSync(join(dir, name), target);
+  }
+  return moved;
 }
 
 /** One journal line for a transition. */
@@ -119,6 +142,8 @@ const GROWTH_BYTES = 4 * 1024 * 1024;
 export class JournalWriter {
   private fd: number | null = null;
   private fdSegment: string | null = null;
+  /** Inode of the open segment, to notice it was moved aside (by a restore) while open. */
+  private fdIno = 0;
   /** Bytes allocated in the open segment, as last seen. */
   private allocated = 0;
   private readonly background = new BackgroundSync();
@@ -185,7 +210,7 @@ export class JournalWriter {
 
   private open(segment: string): number {
     // The cached file must still be the segment: a restore may have set it aside meanwhile.
-    if (this.fdSegment === segment && this.fd !== null && this.stillAt(segment, this.fd)) {
+    if (this.fdSegment === segment && this.fd !== null && this.stillAt(segment)) {
       return this.fd;
     }
     this.close();
@@ -197,15 +222,17 @@ export class JournalWriter {
     const created = !existsSync(path);
     this.fd = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o644);
     this.fdSegment = segment;
-    this.allocated = fstatSync(this.fd).size;
+    const stat = fstatSync(this.fd);
+    this.allocated = stat.size;
+    this.fdIno = stat.ino;
     // A new file's directory entry must be durable too, or a crash could lose the whole segment.
     if (created) fsyncPath(this.dir);
     return this.fd;
   }
 
-  private stillAt(segment: string, fd: number): boolean {
-    const path = join(this.dir, segment);
-    return existsSync(path) && statSync(path).ino === fstatSync(fd).ino;
+  /** One stat per transaction: the path still names the file this process has open. */
+  private stillAt(segment: string): boolean {
+    return statSync(join(this.dir, segment), { throwIfNoEntry: false })?.ino === this.fdIno;
   }
 
   /** Extends the segment with zeros (another process may already have done so). */
@@ -254,11 +281,7 @@ export class JournalWriter {
 
   /** Segments named after `segment` were started by a transaction that never committed. */
   private dropSegmentsAfter(segment: string): void {
-    for (const name of listSegments(this.dir)) {
-      if (name > segment) {
-        renameSync(join(this.dir, name), join(this.dir, `${name}.uncommitted`));
-      }
-    }
+    moveSegmentsAfter(this.dir, segment, (name) => join(this.dir, `${name}.uncommitted`));
   }
 }
 
@@ -371,7 +394,7 @@ export function scanJournal(
   for (const segment of listSegments(dir)) {
     // A segment starting before the expected seq was begun by a transaction that never committed
     // (its writer died while starting it); the committed records went on in the previous one.
-    if (end.lastSeq > 0 && Number(segment.slice(0, 16)) <= end.lastSeq) continue;
+    if (end.lastSeq > 0 && segmentFirstSeq(segment) <= end.lastSeq) continue;
     // A transaction never spans segments: one left open at the end of the previous segment was
     // cut short by a crash, and the next writer went on in a new segment.
     transitions = [];
@@ -502,13 +525,7 @@ export function discardJournalAfter(dir: string, pos: JournalPosition, archive: 
       }
     }
   }
-  for (const name of listSegments(dir)) {
-    if (name <= pos.segment) continue;
-    mkdirSync(archive, { recursive: true });
-    moved += statSync(join(dir, name)).size;
-    renameSync(join(dir, name), join(archive, name));
-  }
-  return moved;
+  return moved + moveSegmentsAfter(dir, pos.segment, (name) => join(archive, name));
 }
 
 /**
@@ -548,16 +565,12 @@ export function removeCutMarker(dir: string): void {
 
 /** Whether the journal holds everything up to `pos` (its segment is there and long enough). */
 export function journalReaches(dir: string, pos: JournalPosition): boolean {
-  const segment = join(dir, pos.segment);
-  return existsSync(segment) && statSync(segment).size >= pos.offset;
+  return (statSync(join(dir, pos.segment), { throwIfNoEntry: false })?.size ?? -1) >= pos.offset;
 }
 
 /** Moves every segment into `archive`: the journal starts afresh. */
 export function setJournalAside(dir: string, archive: string): void {
-  for (const name of listSegments(dir)) {
-    mkdirSync(archive, { recursive: true });
-    renameSync(join(dir, name), join(archive, name));
-  }
+  moveSegmentsAfter(dir, null, (name) => join(archive, name));
 }
 
 /** Whether two positions are the same point of the journal. */
@@ -576,8 +589,8 @@ const TAIL_CHECK_BYTES = 4 * 1024 * 1024;
  * the segment being preallocated with zeros) and end a transaction.
  */
 export function journalIntactAt(dir: string, pos: JournalPosition): boolean {
+  if (!journalReaches(dir, pos)) return false;
   const path = join(dir, pos.segment);
-  if (!existsSync(path) || statSync(path).size < pos.offset) return false;
   const from = Math.max(0, pos.offset - TAIL_CHECK_BYTES);
   const bytes = Buffer.alloc(pos.offset - from);
   const fd = openSync(path, "r");
@@ -605,7 +618,7 @@ export function lastIntactEnd(dir: string, pos: JournalPosition): JournalPositio
   const lastT = text.lastIndexOf("\nT\t") + 1 || (text.startsWith("T\t") ? 0 : -1);
   const lastSeq =
     lastT < 0
-      ? Number(pos.segment.slice(0, 16)) - 1
+      ? segmentFirstSeq(pos.segment) - 1
       : (JSON.parse(text.slice(lastT + 2, text.indexOf("\t", lastT + 2))) as number[])[0]!;
   return { segment: pos.segment, offset: Buffer.byteLength(text), lastSeq };
 }

@@ -22,6 +22,21 @@ export const LIVENESS = {
   workstream: [],
 } as const;
 
+/**
+ * The liveness a row rebuilt from the log is given, as the log does not hold it: a running task's
+ * lease runs until `leaseUntil`, a worker was last heard from `now`.
+ */
+export function restoredLiveness(
+  kind: keyof typeof LIVENESS,
+  record: Record<string, unknown>,
+  now: number,
+  leaseUntil: number,
+): Record<string, unknown> {
+  if (kind === "task") return { leaseExpiresAt: record.status === "running" ? leaseUntil : null };
+  if (kind === "worker") return { heartbeatAt: now };
+  return {};
+}
+
 /** Removes liveness fields from a record. */
 export function withoutLiveness<T extends object>(
   kind: keyof typeof LIVENESS,

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import type { TaskRecord } from "../../model/records.js";
 import type { Store } from "../../store/store.js";
-import { actorName, commandLine, confirm, globals, resolveTask, withStore } from "../context.js";
+import { confirm, globals, personActing, resolveTask, withStore } from "../context.js";
 import { print, printJson } from "../output.js";
 
 interface RemoveOptions {
@@ -30,7 +30,7 @@ export function registerDeps(program: Command): void {
       await withStore(cmd, async (store) => {
         const task = await resolveTask(store, opts.from);
         const dep = await dependencyOf(store, task, opts.to);
-        const who = { actor: actorName(), reason: opts.reason ?? null, command: commandLine() };
+        const who = personActing(opts.reason);
         if (!opts.dryRun) {
           await confirm(`remove "${task.id} depends on ${dep.key}"?`, opts.yes);
         }

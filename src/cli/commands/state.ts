@@ -17,7 +17,7 @@ import {
   sqlitePathOf,
 } from "../../store/sqlite/backup.js";
 import type { Store } from "../../store/store.js";
-import { actorName, commandLine, confirm, globals } from "../context.js";
+import { actorName, commandLine, confirm, globals, personActing } from "../context.js";
 import { print, printJson, table, time } from "../output.js";
 import { parseIntOption } from "./options.js";
 
@@ -151,7 +151,7 @@ async function restoreBackup(cmd: Command, ref: string, opts: RestoreCliOptions)
     opts.yes,
   );
   const result = await restoreFromBackup(path, ref, {
-    who: { actor: actorName(), reason: opts.reason ?? null, command: commandLine() },
+    who: personActing(opts.reason),
     force: opts.force,
     clock: systemClock,
   });
@@ -179,7 +179,7 @@ async function restoreTransitions(cmd: Command, opts: RestoreCliOptions): Promis
   const tty = process.stderr.isTTY && !globals(cmd).json;
   const started = performance.now();
   const result = await restoreFromJournal(path, {
-    who: { actor: actorName(), reason: opts.reason ?? null, command: commandLine() },
+    who: personActing(opts.reason),
     force: opts.force,
     clock: systemClock,
     limit,
@@ -296,7 +296,7 @@ function registerRepair(state: Command): void {
       const report = await withSqliteStore(cmd, (store) =>
         repairStore(store, {
           clock: systemClock,
-          who: { actor: actorName(), reason: opts.reason ?? null, command: commandLine() },
+          who: personActing(opts.reason),
           planner: createPlanner({}),
           dryRun,
         }),

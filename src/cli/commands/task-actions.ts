@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import { MendError } from "../../errors.js";
 import { parseDuration } from "../../model/duration.js";
 import type { TaskRecord } from "../../model/records.js";
-import { actorName, commandLine, confirm, globals, resolveTask, withStore } from "../context.js";
+import { confirm, globals, personActing, resolveTask, withStore } from "../context.js";
 import { print, printJson } from "../output.js";
 import { parseIntOption } from "./options.js";
 
@@ -36,7 +36,7 @@ export function registerTaskActions(program: Command): void {
           const after = await store.retryTask(
             task.id,
             { timeoutMs, maxAttempts: opts.maxAttempts },
-            { actor: actorName(), reason: opts.reason ?? null, command: commandLine() },
+            personActing(opts.reason),
           );
           report(cmd, "retried", after);
         });
@@ -58,11 +58,7 @@ export function registerTaskActions(program: Command): void {
           `skip ${task.id} (now ${task.status})? Its dependents will run without its result.`,
           opts.yes,
         );
-        const after = await store.skipTask(task.id, {
-          actor: actorName(),
-          reason: opts.reason,
-          command: commandLine(),
-        });
+        const after = await store.skipTask(task.id, personActing(opts.reason));
         report(cmd, "skipped", after);
       });
     });
@@ -79,11 +75,7 @@ export function registerTaskActions(program: Command): void {
       await withStore(cmd, async (store) => {
         const task = await resolveTask(store, ref);
         await confirm(`cancel ${task.id} (now ${task.status})?`, opts.yes);
-        const after = await store.cancelTask(task.id, {
-          actor: actorName(),
-          reason: opts.reason ?? null,
-          command: commandLine(),
-        });
+        const after = await store.cancelTask(task.id, personActing(opts.reason));
         report(cmd, "cancelled", after);
       });
     });

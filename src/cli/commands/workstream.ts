@@ -4,15 +4,14 @@ import type { WorkstreamRecord } from "../../model/records.js";
 import type { TaskStatus } from "../../model/states.js";
 import type { Checkpoint, CheckpointRef } from "../../state/checkpoints.js";
 import type { RecoveryPlan } from "../../state/recovery-plan.js";
-import type { Actor, Store } from "../../store/store.js";
+import type { Store } from "../../store/store.js";
 import {
-  actorName,
-  commandLine,
   confirm,
   globals,
   resolveTask,
   resolveWorkstream,
   withStore,
+  personActing,
 } from "../context.js";
 import { print, printJson, table, time } from "../output.js";
 import { parseCountOption } from "./options.js";
@@ -64,7 +63,7 @@ export function registerWorkstream(program: Command): void {
     await withStore(cmd, async (store) => {
       const ws = await resolveWorkstream(store, ref);
       await recover(cmd, opts, ws, (dryRun) =>
-        store.rollbackWorkstream(ws.id, to, who(opts), { dryRun }),
+        store.rollbackWorkstream(ws.id, to, personActing(opts.reason), { dryRun }),
       );
     });
   });
@@ -79,7 +78,7 @@ export function registerWorkstream(program: Command): void {
     await withStore(cmd, async (store) => {
       const ws = await resolveWorkstream(store, ref);
       await recover(cmd, opts, ws, (dryRun) =>
-        store.retryWorkstream(ws.id, "all", who(opts), { dryRun }),
+        store.retryWorkstream(ws.id, "all", personActing(opts.reason), { dryRun }),
       );
     });
   });
@@ -94,7 +93,7 @@ export function registerWorkstream(program: Command): void {
     await withStore(cmd, async (store) => {
       const ws = await resolveWorkstream(store, ref);
       await recover(cmd, opts, ws, (dryRun) =>
-        store.retryWorkstream(ws.id, "failed", who(opts), { dryRun }),
+        store.retryWorkstream(ws.id, "failed", personActing(opts.reason), { dryRun }),
       );
     });
   });
@@ -114,7 +113,7 @@ export function registerWorkstream(program: Command): void {
       const ws = await resolveWorkstream(store, ref);
       const from = await taskKeyIn(store, ws, opts.fromTask);
       await recover(cmd, opts, ws, (dryRun) =>
-        store.resumeWorkstream(ws.id, from, who(opts), { dryRun }),
+        store.resumeWorkstream(ws.id, from, personActing(opts.reason), { dryRun }),
       );
     });
   });
@@ -139,8 +138,8 @@ export function registerWorkstream(program: Command): void {
           );
           const after =
             to === "archived"
-              ? await store.archiveWorkstream(ws.id, who(opts))
-              : await store.mergeWorkstream(ws.id, who(opts));
+              ? await store.archiveWorkstream(ws.id, personActing(opts.reason))
+              : await store.mergeWorkstream(ws.id, personActing(opts.reason));
           if (globals(cmd).json) printJson({ workstream: after.id, status: after.status });
           else print(`${to} ${after.id}: now ${after.status}`);
         });
@@ -153,10 +152,6 @@ function withChangeOptions(cmd: Command): Command {
   return cmd
     .option("--dry-run", "show exactly what would change, and change nothing")
     .option("-y, --yes", "do not ask for confirmation");
-}
-
-function who(opts: ChangeOptions): Actor {
-  return { actor: actorName(), reason: opts.reason ?? null, command: commandLine() };
 }
 
 function requireReason(reason: string | undefined): void {

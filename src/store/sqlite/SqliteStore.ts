@@ -5,6 +5,7 @@ import type { Clock } from "../../engine/clock.js";
 import { MendError } from "../../errors.js";
 import type { Failure } from "../../model/failure.js";
 import {
+  dependencyRows,
   taskId as makeTaskId,
   newId,
   workstreamOf,
@@ -84,6 +85,8 @@ import {
   encodeField,
   INSERT_INTERVENTION,
   interventionRow,
+  SAVE_JOURNAL_POSITION,
+  SELECT_JOURNAL_POSITION,
   TRANSITION_COLUMNS,
   transitionRow,
   rowToIntervention,
@@ -181,7 +184,6 @@ export class SqliteStore implements Store {
   private readonly journal: JournalWriter | null;
   /** Records and interventions of the open write transaction, for the journal. */
   private journalPending: string[] = [];
-  private journalFirstSeq = 0;
   /** Whether opening finished a restore's journal cut by starting the journal afresh. @internal */
   readonly journalRestartedOnOpen: boolean = false;
 
@@ -298,10 +300,7 @@ export class SqliteStore implements Store {
     };
     const hash = transitionHash(prev.hash, record);
     record.hash = hash;
-    if (this.journal) {
-      if (this.journalPending.length === 0) this.journalFirstSeq = seq;
-      this.journalPending.push(encodeTransition(record));
-    }
+    if (this.journal) this.journalPending.push(encodeTransition(record));
     this.insertTransition.run(transitionRow(record));
     this.cursor = { seq, hash };
     return seq;
@@ -431,25 +430,28 @@ export class SqliteStore implements Store {
   // ---------------------------------------------------------------- journal
 
   /**
-   * Writes the open transaction's records to the journal and makes them durable before the
-   * transaction commits; records where the committed journal now ends, in the same transaction.
+   * Writes the open transaction's records to the journal, before it commits, and starts making
+   * them durable beside the commit ({@link SqliteStore.write} waits for both); records where the
+   * committed journal now ends, in the same transaction. The journal's last seq is the log's, so
+   * the transaction's first record is the one after it.
    */
   private flushJournal(): void {
     if (!this.journal || this.journalPending.length === 0) return;
-    const pos = this.journalPosition(this.journal);
-    const lastSeq = this.cursor?.seq ?? pos.lastSeq;
+    const pos = this.readJournalPosition();
+    if (!pos)
+      throw new MendError("refused", this.missingHistory(this.journal), { path: this.path });
     const next = this.journal.append(
       pos,
       endTransaction(this.journalPending),
-      this.journalFirstSeq || pos.lastSeq + 1,
-      lastSeq,
+      pos.lastSeq + 1,
+      this.cursor?.seq ?? pos.lastSeq,
       "overlapped",
     );
-    this.stmt("UPDATE journal_position SET segment = ?, offset = ?, last_seq = ? WHERE id = 1").run(
-      next.segment,
-      next.offset,
-      next.lastSeq,
-    );
+    this.saveJournalPosition(next);
+  }
+
+  private missingHistory(journal: JournalWriter): string {
+    return `the journal ${journal.dir} holds transitions this database (${this.path}) does not: it looks new or replaced; rebuild it with \`mend state restore --from-transitions\` (writing is refused until then), or move the journal away to start afresh`;
   }
 
   /**
@@ -460,25 +462,37 @@ export class SqliteStore implements Store {
   journalWarning(): string | null {
     if (!this.journal || this.readJournalPosition()) return null;
     if (listSegments(this.journal.dir).length === 0) return null;
-    return `the journal ${this.journal.dir} holds transitions this database does not: it looks new or replaced; rebuild it with \`mend state restore --from-transitions\` (writing is refused until then)`;
+    return this.missingHistory(this.journal);
   }
 
   private readJournalPosition(): JournalPosition | null {
-    const row = this.stmt(
-      "SELECT segment, offset, last_seq FROM journal_position WHERE id = 1",
-    ).get() as { segment: string; offset: number; last_seq: number } | undefined;
-    return row ? { segment: row.segment, offset: row.offset, lastSeq: row.last_seq } : null;
+    return (this.stmt(SELECT_JOURNAL_POSITION).get() as JournalPosition | undefined) ?? null;
   }
 
-  /** Where the committed journal ends; a journal this database does not match is refused. */
-  private journalPosition(journal: JournalWriter): JournalPosition {
-    const pos = this.readJournalPosition();
-    if (pos) return pos;
-    throw new MendError(
-      "refused",
-      `the journal ${journal.dir} holds transitions this database (${this.path}) does not know: rebuild the database from it with \`mend state restore --from-transitions\`, or move the journal away to start afresh`,
-      { journal: journal.dir, path: this.path },
-    );
+  private saveJournalPosition(pos: JournalPosition): void {
+    this.stmt(SAVE_JOURNAL_POSITION).run(pos.segment, pos.offset, pos.lastSeq);
+  }
+
+  /**
+   * Writes the log's records after `afterSeq` (and `interventions`) to the journal at `at`, as one
+   * transaction made durable at once, and records the new end.
+   */
+  private journalFromLog(
+    journal: JournalWriter,
+    at: JournalPosition,
+    afterSeq: number,
+    interventions: Row[] = [],
+  ): void {
+    const rows = this.stmt("SELECT * FROM transitions WHERE seq > ? ORDER BY seq").all(
+      afterSeq,
+    ) as Row[];
+    if (rows.length + interventions.length === 0) return this.saveJournalPosition(at);
+    const lines = [
+      ...interventions.map((r) => encodeIntervention(rowToIntervention(r))),
+      ...rows.map((r) => encodeTransition(rowToRawTransition(r))),
+    ];
+    const lastSeq = (rows.at(-1)?.seq as number | undefined) ?? afterSeq;
+    this.saveJournalPosition(journal.append(at, endTransaction(lines), afterSeq + 1, lastSeq));
   }
 
   /**
@@ -495,19 +509,7 @@ export class SqliteStore implements Store {
         const now = this.readJournalPosition();
         if (!now || journalIntactAt(journal.dir, now)) return;
         const kept = lastIntactEnd(journal.dir, now);
-        const rows = this.stmt("SELECT * FROM transitions WHERE seq > ? ORDER BY seq").all(
-          kept.lastSeq,
-        ) as Row[];
-        if (rows.length === 0) return;
-        const next = journal.append(
-          kept,
-          endTransaction(rows.map((r) => encodeTransition(rowToRawTransition(r)))),
-          kept.lastSeq + 1,
-          rows.at(-1)!.seq as number,
-        );
-        this.stmt(
-          "UPDATE journal_position SET segment = ?, offset = ?, last_seq = ? WHERE id = 1",
-        ).run(next.segment, next.offset, next.lastSeq);
+        this.journalFromLog(journal, kept, kept.lastSeq);
       })
       .immediate();
   }
@@ -521,26 +523,15 @@ export class SqliteStore implements Store {
     this.db
       .transaction(() => {
         if (this.readJournalPosition() || listSegments(journal.dir).length > 0) return;
-        let pos: JournalPosition = { segment: segmentName(1), offset: 0, lastSeq: 0 };
-        const existing = this.stmt("SELECT * FROM transitions ORDER BY seq").all() as Row[];
         const interventions = this.stmt(
           "SELECT * FROM interventions ORDER BY at, id",
         ).all() as Row[];
-        if (existing.length > 0 || interventions.length > 0) {
-          const lines = [
-            ...interventions.map((r) => encodeIntervention(rowToIntervention(r))),
-            ...existing.map((r) => encodeTransition(rowToRawTransition(r))),
-          ];
-          pos = journal.append(
-            pos,
-            endTransaction(lines),
-            1,
-            (existing.at(-1)?.seq as number) ?? 0,
-          );
-        }
-        this.stmt(
-          "INSERT INTO journal_position (id, segment, offset, last_seq) VALUES (1, ?, ?, ?)",
-        ).run(pos.segment, pos.offset, pos.lastSeq);
+        this.journalFromLog(
+          journal,
+          { segment: segmentName(1), offset: 0, lastSeq: 0 },
+          0,
+          interventions,
+        );
       })
       .immediate();
   }
@@ -570,7 +561,7 @@ export class SqliteStore implements Store {
     for (const t of spec.tasks) {
       const id = makeTaskId(wsId, t.key);
       taskIds.push(id);
-      for (const d of t.deps) deps.push([id, makeTaskId(wsId, d)]);
+      deps.push(...dependencyRows(wsId, id, t.deps));
       records.push(
         this.prepare({
           kind: "task",

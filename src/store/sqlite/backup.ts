@@ -36,6 +36,7 @@ import {
 } from "../../state/journal.js";
 import { GENESIS_HASH } from "../chain.js";
 import type { Actor } from "../store.js";
+import { SELECT_JOURNAL_POSITION } from "./codec.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import { type RebuildResult, rebuildFromJournal } from "./rebuild.js";
 import { SqliteStore } from "./SqliteStore.js";
@@ -658,9 +659,7 @@ function abandonedDir(path: string, now: number): string {
 function journalPositionOf(file: string): JournalPosition | null {
   const db = new Database(file, { readonly: true, fileMustExist: true });
   try {
-    const row = db
-      .prepare("SELECT segment, offset, last_seq AS lastSeq FROM journal_position WHERE id = 1")
-      .get() as JournalPosition | undefined;
+    const row = db.prepare(SELECT_JOURNAL_POSITION).get() as JournalPosition | undefined;
     return row ?? null;
   } finally {
     db.close();

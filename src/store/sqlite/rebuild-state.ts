@@ -7,9 +7,10 @@
 import { parentPort, workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { isMendError, MendError } from "../../errors.js";
-import { taskId as makeTaskId } from "../../model/ids.js";
+import { dependencyRows } from "../../model/ids.js";
 import type { TaskRecord } from "../../model/records.js";
 import { type JournalLimit, scanJournal } from "../../state/journal.js";
+import { restoredLiveness } from "../replay.js";
 import { batchInsert, openUnsynced } from "./bulk.js";
 import { type ColumnKind, ENTITY_TABLES, encodeField } from "./codec.js";
 
@@ -112,14 +113,15 @@ function writeState(db: Database.Database, state: ReplayedState, now: number, le
   const deps = batchInsert(db, "task_deps", ["task_id", "dep_id"]);
   for (const record of state.task.values()) {
     const t = record as unknown as TaskRecord;
-    record.leaseExpiresAt = t.status === "running" ? now + leaseMs : null;
-    tasks.add(record);
-    for (const d of t.deps) deps.add([t.id, makeTaskId(t.workstreamId, d)]);
+    tasks.add(Object.assign(record, restoredLiveness("task", record, now, now + leaseMs)));
+    for (const row of dependencyRows(t.workstreamId, t.id, t.deps)) deps.add(row);
   }
   tasks.flush();
   deps.flush();
   const workers = entity("worker");
-  for (const w of state.worker.values()) workers.add({ ...w, heartbeatAt: now });
+  for (const w of state.worker.values()) {
+    workers.add({ ...w, ...restoredLiveness("worker", w, now, now) });
+  }
   workers.flush();
 }
 

@@ -8,6 +8,7 @@ import type { JournalLimit, JournalPosition } from "../../state/journal.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import type { LogCopyReply, LogCopyRequest } from "./rebuild-log.js";
 import { openUnsynced } from "./bulk.js";
+import { SAVE_JOURNAL_POSITION } from "./codec.js";
 import type { StateReplayMessage, StateReplayRequest } from "./rebuild-state.js";
 
 /** Options of {@link rebuildFromJournal}. */
@@ -96,9 +97,7 @@ export async function rebuildFromJournal(
       for (const table of STATE_TABLES) {
         db.exec(`INSERT INTO main.${table} SELECT * FROM st.${table}`);
       }
-      db.prepare(
-        "INSERT INTO journal_position (id, segment, offset, last_seq) VALUES (1, ?, ?, ?)",
-      ).run(log.end.segment, log.end.offset, log.end.lastSeq);
+      db.prepare(SAVE_JOURNAL_POSITION).run(log.end.segment, log.end.offset, log.end.lastSeq);
       for (const i of indexes) if (i.table !== "transitions") db.exec(i.sql);
     })();
     db.exec("DETACH DATABASE st");

@@ -1,9 +1,9 @@
 import { isDeepStrictEqual } from "node:util";
 import type { Failure } from "../../model/failure.js";
-import { taskId as makeTaskId } from "../../model/ids.js";
+import { dependencyRows } from "../../model/ids.js";
 import type { TaskRecord } from "../../model/records.js";
 import type { EntityKind } from "../../model/states.js";
-import type { StateSnapshot } from "../replay.js";
+import { restoredLiveness, type StateSnapshot } from "../replay.js";
 import type { RepairOptions, RepairOutcome } from "../store.js";
 import { ENTITY_TABLES, encodeField } from "./codec.js";
 import type { SqliteStore } from "./SqliteStore.js";
@@ -79,13 +79,8 @@ function writeRow(
   now: number,
 ): void {
   const { table, columns } = ENTITY_TABLES[kind];
-  const liveness: Record<string, unknown> =
-    kind === "task"
-      ? { leaseExpiresAt: record.status === "running" ? now : null }
-      : kind === "worker"
-        ? { heartbeatAt: now }
-        : {};
-  const full = exists ? record : { ...record, ...liveness };
+  // A missing row's running task gets a lease that ends now: the monitor sweeps it at once.
+  const full = exists ? record : { ...record, ...restoredLiveness(kind, record, now, now) };
   const fields = Object.keys(full).filter((f) => columns[f]);
   const values = fields.map((f) => encodeField(columns[f]![1], full[f]));
   if (exists) {
@@ -105,7 +100,7 @@ function writeRow(
     const t = record as unknown as TaskRecord;
     store.stmt("DELETE FROM task_deps WHERE task_id = ?").run(t.id);
     const dep = store.stmt("INSERT INTO task_deps (task_id, dep_id) VALUES (?, ?)");
-    for (const d of t.deps) dep.run(t.id, makeTaskId(t.workstreamId, d));
+    for (const row of dependencyRows(t.workstreamId, t.id, t.deps)) dep.run(row);
   }
 }
 
