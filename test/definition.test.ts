@@ -58,7 +58,7 @@ describe("validateDefinition: refusals", () => {
     const err = refusal({ name: "research", owner: "me", tasks: [{ id: "a", handler: "h" }] });
     expect(err.message).toBe(
       'invalid workstream definition "research":\n' +
-        '  - unknown key "owner" (allowed: name, onFailure, defaults, tasks)',
+        '  - unknown key "owner" (allowed: name, onFailure, revive, compensation, breakers, defaults, tasks)',
     );
   });
 
@@ -354,6 +354,9 @@ describe("validateDefinition: normalization", () => {
     expect(spec).toEqual({
       name: "research",
       onFailure: "continue",
+      revive: true,
+      compensation: { on: ["cancelled"], order: "reverse" },
+      breakers: {},
       tasks: [
         {
           key: "plan",
@@ -364,6 +367,10 @@ describe("validateDefinition: normalization", () => {
           retry: DEFAULT_RETRY,
           timeoutMs: 600_000,
           critical: true,
+          breaker: null,
+          fallbacks: null,
+          compensation: null,
+          qualityThreshold: null,
         },
       ],
     });

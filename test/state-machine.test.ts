@@ -3,9 +3,11 @@ import { describe, expect, it } from "vitest";
 import { MendError } from "../src/errors.js";
 import {
   assertTransition,
+  BREAKER_STATUSES,
   canTransition,
   type EntityKind,
   FINAL_WORKSTREAM_STATUSES,
+  PATTERN_STATUSES,
   TASK_STATUSES,
   TERMINAL_TASK_STATUSES,
   TRANSITIONS,
@@ -17,6 +19,9 @@ const STATUSES: Record<EntityKind, readonly string[]> = {
   task: TASK_STATUSES,
   workstream: WORKSTREAM_STATUSES,
   worker: WORKER_STATUSES,
+  breaker: BREAKER_STATUSES,
+  degradation: ["normal", "degraded"],
+  pattern: PATTERN_STATUSES,
 };
 const KINDS = Object.keys(STATUSES) as EntityKind[];
 
@@ -52,6 +57,25 @@ const EXPECTED: Record<EntityKind, Record<string, string[]>> = {
     busy: ["idle", "unresponsive", "shutdown"],
     unresponsive: ["idle", "busy", "shutdown"],
     shutdown: ["idle", "busy"],
+  },
+  breaker: {
+    // (new) → open: a person opens a breaker no task has used yet.
+    "": ["closed", "open"],
+    // closed → closed: a reset or new settings; open → open: a person forces it open.
+    closed: ["closed", "open"],
+    open: ["open", "half_open", "closed"],
+    half_open: ["closed", "open"],
+  },
+  degradation: {
+    "": ["normal", "degraded"],
+    normal: ["degraded"],
+    degraded: ["degraded", "normal"],
+  },
+  pattern: {
+    "": ["active"],
+    active: ["confirmed", "false_positive"],
+    confirmed: [],
+    false_positive: [],
   },
 };
 
@@ -128,7 +152,16 @@ describe("transition table", () => {
   }
 
   it("no status moves to itself, except a re-registering worker and records of edits", () => {
-    const selfLoops = new Set(["worker idle", "task pending", "workstream active"]);
+    const selfLoops = new Set([
+      "worker idle",
+      "task pending",
+      "workstream active",
+      // A breaker reset or reconfigured while closed, forced open while open.
+      "breaker closed",
+      "breaker open",
+      // A move between two degraded levels.
+      "degradation degraded",
+    ]);
     for (const kind of KINDS) {
       for (const s of STATUSES[kind]) {
         expect(canTransition(kind, s, s), `${kind} ${s}`).toBe(selfLoops.has(`${kind} ${s}`));
@@ -186,10 +219,11 @@ describe("random walks over the table", () => {
           for (const c of choices) {
             const exits: readonly string[] = table[state ?? ""] ?? [];
             if (exits.length === 0) {
-              // A dead end is only ever a final workstream.
-              expect(kind === "workstream" && FINAL_WORKSTREAM_STATUSES.has(state as never)).toBe(
-                true,
-              );
+              // A dead end is only ever a final workstream or a settled pattern.
+              const final =
+                (kind === "workstream" && FINAL_WORKSTREAM_STATUSES.has(state as never)) ||
+                (kind === "pattern" && state !== "active");
+              expect(final).toBe(true);
               break;
             }
             const next: string = exits[c % exits.length]!;

@@ -9,7 +9,17 @@ import { DEFAULT_RETRY, RETRY_PRESETS } from "../recovery/retry.js";
 import { findCycles, formatCycle } from "./dag.js";
 import { parseDuration } from "./duration.js";
 import { FAILURE_CATEGORIES, type Failure, type FailureCategory } from "./failure.js";
-import type { RetryPolicy, RetryRule, TaskSpec, WorkstreamSpec } from "./spec.js";
+import { DEFAULT_BREAKER } from "../recovery/breaker.js";
+import type {
+  BreakerConfig,
+  CompensationPolicy,
+  CompensationSpec,
+  FallbackPlan,
+  RetryPolicy,
+  RetryRule,
+  TaskSpec,
+  WorkstreamSpec,
+} from "./spec.js";
 
 /** Largest JSON encoding of one task's input, in bytes, unless the caller sets another. */
 export const DEFAULT_MAX_INPUT_BYTES = 262_144;
@@ -139,6 +149,60 @@ const taskIdSchema = z
       `task id ${describe(iss.input)} must start with a letter or digit and contain only letters, digits, ".", "_" and "-"`,
   });
 
+/** Breaker names, like task ids: they appear in commands and metric labels. */
+const breakerNameSchema = z.string().regex(TASK_ID_PATTERN, {
+  error: (iss) =>
+    `breaker name ${describe(iss.input)} must start with a letter or digit and contain only letters, digits, ".", "_" and "-"`,
+});
+
+const breakerSchema = z
+  .strictObject({
+    mode: z.enum(["consecutive", "rate"]).optional(),
+    failureThreshold: z.number().int().min(1).max(10_000).optional(),
+    failureRate: z.number().gt(0).max(1).optional(),
+    window: durationSchema(1).optional(),
+    minimumCalls: z.number().int().min(1).optional(),
+    open: durationSchema(1).optional(),
+    halfOpenMaxCalls: z.number().int().min(1).max(1000).optional(),
+    successThreshold: z.number().int().min(1).max(1000).optional(),
+  })
+  .refine(
+    (b) =>
+      (b.successThreshold ?? DEFAULT_BREAKER.successThreshold) <=
+      (b.halfOpenMaxCalls ?? DEFAULT_BREAKER.halfOpenMaxCalls),
+    {
+      error:
+        "successThreshold must not exceed halfOpenMaxCalls: the breaker could never close again",
+    },
+  );
+
+const qualitySchema = z.number().min(0).max(1);
+
+const fallbackOptionSchema = z.strictObject({
+  handler: z.string().min(1),
+  on: z.array(z.enum(FAILURE_CATEGORIES)).optional(),
+  qualityBelow: qualitySchema.optional(),
+  after: durationSchema(0).optional(),
+  quality: qualitySchema.optional(),
+});
+
+const fallbacksSchema = z.union([
+  z.array(fallbackOptionSchema).min(1),
+  z.strictObject({
+    selector: z.enum(["sequential", "best_quality", "random", "least_loaded"]).optional(),
+    options: z.array(fallbackOptionSchema).min(1),
+  }),
+]);
+
+const compensateSchema = z.union([
+  z.string().min(1),
+  z.strictObject({
+    handler: z.string().min(1),
+    idempotent: z.boolean().optional(),
+    timeout: durationSchema(1).optional(),
+  }),
+]);
+
 const taskSchema = z.strictObject({
   id: taskIdSchema,
   handler: z.string().min(1),
@@ -155,6 +219,10 @@ const taskSchema = z.strictObject({
   critical: z.boolean().optional(),
   retry: fileRetry.either.optional(),
   timeout: durationSchema(1).optional(),
+  breaker: breakerNameSchema.optional(),
+  fallbacks: fallbacksSchema.optional(),
+  compensate: compensateSchema.optional(),
+  qualityThreshold: qualitySchema.optional(),
 });
 
 const defaultsSchema = z.strictObject({
@@ -162,6 +230,8 @@ const defaultsSchema = z.strictObject({
   timeout: durationSchema(1).optional(),
   priority: z.number().int().optional(),
   critical: z.boolean().optional(),
+  breaker: breakerNameSchema.optional(),
+  qualityThreshold: qualitySchema.optional(),
 });
 
 /** The schema of a workstream definition file (structure only; see {@link validateDefinition}). */
@@ -170,6 +240,14 @@ export const workstreamDefinitionSchema = z.strictObject({
     error: "may contain only letters, digits, spaces and the characters . _ -",
   }),
   onFailure: z.enum(["continue", "stop"]).optional(),
+  revive: z.boolean().optional(),
+  compensation: z
+    .strictObject({
+      on: z.array(z.enum(["failed", "cancelled"])).optional(),
+      order: z.enum(["reverse", "parallel", "dependency"]).optional(),
+    })
+    .optional(),
+  breakers: z.record(breakerNameSchema, breakerSchema).optional(),
   defaults: defaultsSchema.optional(),
   tasks: z
     .array(taskSchema)
@@ -180,6 +258,8 @@ export const workstreamDefinitionSchema = z.strictObject({
     }),
 });
 
+/** A circuit breaker's settings as written in a definition (durations as text or ms). */
+export type BreakerDefinition = z.input<typeof breakerSchema>;
 /** A workstream definition as written by people, before validation and defaults. */
 export type WorkstreamDefinition = z.input<typeof workstreamDefinitionSchema>;
 /** The object form of a retry policy as written in a definition (durations as text or ms). */
@@ -329,13 +409,24 @@ function crossCheck(
   if (options.handlers !== undefined) {
     const handlers = new Set(options.handlers);
     const available = [...handlers].sort();
+    const check = (name: unknown, path: string) => {
+      if (typeof name !== "string" || name === "" || handlers.has(name)) return;
+      found.push({ path, message: unknownName("handler", name, available, "handlers") });
+    };
     tasks.forEach((task, i) => {
-      if (!isRecord(task) || typeof task.handler !== "string" || task.handler === "") return;
-      if (handlers.has(task.handler)) return;
-      found.push({
-        path: `tasks[${i}].handler`,
-        message: unknownName("handler", task.handler, available, "handlers"),
-      });
+      if (!isRecord(task)) return;
+      check(task.handler, `tasks[${i}].handler`);
+      const fallbacks = isRecord(task.fallbacks) ? task.fallbacks.options : task.fallbacks;
+      if (Array.isArray(fallbacks)) {
+        const path = `tasks[${i}].fallbacks${Array.isArray(task.fallbacks) ? "" : ".options"}`;
+        fallbacks.forEach((f: unknown, j) => {
+          if (isRecord(f)) check(f.handler, `${path}[${j}].handler`);
+        });
+      }
+      if (typeof task.compensate === "string") check(task.compensate, `tasks[${i}].compensate`);
+      else if (isRecord(task.compensate)) {
+        check(task.compensate.handler, `tasks[${i}].compensate.handler`);
+      }
     });
   }
 
@@ -442,9 +533,74 @@ function normalize(def: ParsedDefinition, inputs: readonly (string | undefined)[
       retry: resolveRetry(task.retry, baseRetry),
       timeoutMs: task.timeout ?? defaults.timeout ?? DEFAULT_TIMEOUT_MS,
       critical: task.critical ?? defaults.critical ?? true,
+      breaker: task.breaker ?? defaults.breaker ?? null,
+      fallbacks: task.fallbacks === undefined ? null : normalizeFallbacks(task.fallbacks),
+      compensation: task.compensate === undefined ? null : normalizeCompensation(task.compensate),
+      qualityThreshold: task.qualityThreshold ?? defaults.qualityThreshold ?? null,
     };
   });
-  return { name: def.name, onFailure: def.onFailure ?? "continue", tasks };
+  const breakers: Record<string, BreakerConfig | null> = {};
+  for (const task of tasks) {
+    if (task.breaker !== null) breakers[task.breaker] = null;
+  }
+  for (const [name, written] of Object.entries(def.breakers ?? {})) {
+    breakers[name] = breakerConfig(written);
+  }
+  return {
+    name: def.name,
+    onFailure: def.onFailure ?? "continue",
+    revive: def.revive ?? true,
+    compensation: { ...DEFAULT_COMPENSATION, ...def.compensation },
+    breakers,
+    tasks,
+  };
+}
+
+/** When a workstream compensates unless it says otherwise: when a person cancels it. */
+export const DEFAULT_COMPENSATION: CompensationPolicy = Object.freeze({
+  on: ["cancelled"],
+  order: "reverse",
+}) as CompensationPolicy;
+
+/** A breaker's settings as written (or absent) over {@link DEFAULT_BREAKER}. */
+export function breakerConfig(written: BreakerDefinition | undefined): BreakerConfig {
+  const b = written === undefined ? {} : breakerSchema.parse(written);
+  return {
+    mode: b.mode ?? DEFAULT_BREAKER.mode,
+    failureThreshold: b.failureThreshold ?? DEFAULT_BREAKER.failureThreshold,
+    failureRate: b.failureRate ?? DEFAULT_BREAKER.failureRate,
+    windowMs: b.window ?? DEFAULT_BREAKER.windowMs,
+    minimumCalls: b.minimumCalls ?? DEFAULT_BREAKER.minimumCalls,
+    openMs: b.open ?? DEFAULT_BREAKER.openMs,
+    halfOpenMaxCalls: b.halfOpenMaxCalls ?? DEFAULT_BREAKER.halfOpenMaxCalls,
+    successThreshold: b.successThreshold ?? DEFAULT_BREAKER.successThreshold,
+  };
+}
+
+function normalizeFallbacks(spec: z.output<typeof fallbacksSchema>): FallbackPlan {
+  const { selector, options } = Array.isArray(spec)
+    ? { selector: "sequential" as const, options: spec }
+    : { selector: spec.selector ?? "sequential", options: spec.options };
+  return {
+    selector,
+    options: options.map((o) => ({
+      handler: o.handler,
+      on: o.on ?? [],
+      ...(o.qualityBelow === undefined ? {} : { qualityBelow: o.qualityBelow }),
+      ...(o.after === undefined ? {} : { afterMs: o.after }),
+      quality: o.quality ?? 1,
+    })),
+    tried: [],
+  };
+}
+
+function normalizeCompensation(spec: z.output<typeof compensateSchema>): CompensationSpec {
+  const c = typeof spec === "string" ? { handler: spec } : spec;
+  return {
+    handler: c.handler,
+    idempotent: c.idempotent ?? false,
+    timeoutMs: c.timeout ?? DEFAULT_TIMEOUT_MS,
+  };
 }
 
 /** A parsed retry spec over `base`: a preset name replaces it, an object overrides its fields. */

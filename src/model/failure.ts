@@ -31,6 +31,8 @@ export interface Failure {
   status?: number;
   /** Delay the failing service asked for (Retry-After), in ms. */
   retryAfterMs?: number;
+  /** For a `quality` failure: the quality the result had. */
+  quality?: number;
 }
 
 /** Builds a failure record; the single place that shapes one. */

@@ -1,6 +1,19 @@
 import type { Failure } from "./failure.js";
-import type { RetryPolicy } from "./spec.js";
-import type { EntityKind, TaskStatus, WorkerStatus, WorkstreamStatus } from "./states.js";
+import type {
+  BreakerConfig,
+  CompensationPolicy,
+  CompensationSpec,
+  FallbackPlan,
+  RetryPolicy,
+} from "./spec.js";
+import type {
+  BreakerStatus,
+  EntityKind,
+  PatternStatus,
+  TaskStatus,
+  WorkerStatus,
+  WorkstreamStatus,
+} from "./states.js";
 
 /** Event severities (DESIGN.md vocabulary). */
 export type Severity = "info" | "warning" | "error" | "critical";
@@ -16,7 +29,10 @@ export interface TaskRecord {
   input: unknown;
   status: TaskStatus;
   priority: number;
-  /** Attempts started so far. */
+  /**
+   * Attempts started in the current run: since it was submitted, or since a revival or a switch
+   * to a fallback handler gave it a fresh retry budget (the log keeps every attempt).
+   */
   attempts: number;
   retry: RetryPolicy;
   timeoutMs: number;
@@ -35,6 +51,18 @@ export interface TaskRecord {
   output: unknown;
   lastError: Failure | null;
   idempotencyKey: string;
+  /** Circuit breaker guarding the task's calls; while it is open the task waits in the queue. */
+  breaker: string | null;
+  /** Times the monitor queued the task again after its cause cleared. */
+  revivals: number;
+  /** Alternative handlers tried when this one fails for good; null when there are none. */
+  fallbacks: FallbackPlan | null;
+  /** What undoes the task's effects once it completed; null when nothing declared one. */
+  compensation: CompensationSpec | null;
+  /** Quality of the result (handler's score × its quality factor), when the handler gave one. */
+  quality: number | null;
+  /** Lowest acceptable quality; a result below it is a `quality` failure. */
+  qualityThreshold: number | null;
   createdAt: number;
   updatedAt: number;
 }
@@ -44,6 +72,61 @@ export interface WorkstreamRecord {
   name: string;
   status: WorkstreamStatus;
   onFailure: "continue" | "stop";
+  /** Whether the monitor revives this workstream's failed tasks once their cause has cleared. */
+  revive: boolean;
+  /** When and in which order completed tasks are compensated. */
+  compensation: CompensationPolicy;
+  /** For a compensation workstream: the workstream it undoes. */
+  compensates: string | null;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** A circuit breaker as stored, shared by every worker. Times are epoch ms. */
+export interface BreakerRecord {
+  /** The breaker's name, e.g. `search-api`. */
+  id: string;
+  status: BreakerStatus;
+  config: BreakerConfig;
+  openedAt: number | null;
+  /** When an open breaker lets probes through (half-open); null while closed. */
+  openUntil: number | null;
+  /** Opened by a person: stays open until a person closes it. */
+  forced: boolean;
+  /** Counted failures in a row while closed; successes while half-open (liveness). */
+  failures: number;
+  successes: number;
+  /** Rate mode's sliding window: `[bucket, calls, failures]` triples (liveness). */
+  window: [number, number, number][];
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** The system's degradation level as stored (one row, id `system`). */
+export interface DegradationRecord {
+  id: string;
+  status: "normal" | "degraded";
+  /** 0 is normal; higher is more degraded. */
+  level: number;
+  name: string;
+  /** The level's quality factor (1 when normal). */
+  quality: number;
+  /** Free-form settings of the level, handed to handlers as `ctx.degradation.capabilities`. */
+  capabilities: Record<string, unknown>;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** A failure pattern the monitor detected, and how it turned out. */
+export interface PatternRecord {
+  id: string;
+  status: PatternStatus;
+  detector: string;
+  subject: string;
+  confidence: number;
+  message: string;
+  action: unknown;
+  detectedAt: number;
   createdAt: number;
   updatedAt: number;
 }

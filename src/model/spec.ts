@@ -26,6 +26,61 @@ export interface RetryPolicy extends RetryRule {
   categories?: Partial<Record<FailureCategory, Partial<RetryRule>>>;
 }
 
+/**
+ * A circuit breaker's settings (durations in ms). In `consecutive` mode it opens after
+ * `failureThreshold` counted failures in a row; in `rate` mode when at least `minimumCalls`
+ * outcomes in the last `windowMs` include a share of failures of `failureRate` or more. It stays
+ * open `openMs`, then lets up to `halfOpenMaxCalls` probes run at once and closes after
+ * `successThreshold` of them succeed; a failed probe opens it again.
+ */
+export interface BreakerConfig {
+  mode: "consecutive" | "rate";
+  failureThreshold: number;
+  failureRate: number;
+  windowMs: number;
+  minimumCalls: number;
+  openMs: number;
+  halfOpenMaxCalls: number;
+  successThreshold: number;
+}
+
+/** How the next fallback is chosen among those whose conditions match. */
+export type FallbackSelector = "sequential" | "best_quality" | "random" | "least_loaded";
+
+/** One alternative handler and when it may be used. */
+export interface FallbackOption {
+  handler: string;
+  /** Failure categories it answers; empty: any. */
+  on: FailureCategory[];
+  /** Only when the failed result's quality was below this. */
+  qualityBelow?: number;
+  /** Only once this long has passed since the task first started, in ms. */
+  afterMs?: number;
+  /** Multiplies the quality its results report (default 1). */
+  quality: number;
+}
+
+/** A task's fallbacks and which handlers it has run so far (its own first). */
+export interface FallbackPlan {
+  selector: FallbackSelector;
+  options: FallbackOption[];
+  tried: string[];
+}
+
+/** How a completed task's effects are undone: another handler run with its input and output. */
+export interface CompensationSpec {
+  handler: string;
+  /** Idempotent compensations are retried; others run once, bounded by `timeoutMs`. */
+  idempotent: boolean;
+  timeoutMs: number;
+}
+
+/** When a workstream's completed tasks are compensated, and in which order. */
+export interface CompensationPolicy {
+  on: ("failed" | "cancelled")[];
+  order: "reverse" | "parallel" | "dependency";
+}
+
 /** A validated, normalized task of a workstream, ready to be stored. */
 export interface TaskSpec {
   /** The id as written in the definition, unique within its workstream. */
@@ -40,6 +95,11 @@ export interface TaskSpec {
   timeoutMs: number;
   /** A critical task's permanent failure blocks its dependents (default true). */
   critical: boolean;
+  /** Name of the circuit breaker guarding it. */
+  breaker: string | null;
+  fallbacks: Omit<FallbackPlan, "tried"> | null;
+  compensation: CompensationSpec | null;
+  qualityThreshold: number | null;
 }
 
 /** What the rest of a workstream does after a critical task fails for good. */
@@ -49,5 +109,13 @@ export type OnFailure = "continue" | "stop";
 export interface WorkstreamSpec {
   name: string;
   onFailure: OnFailure;
+  /** Revive failed tasks automatically once their cause clears (default true). */
+  revive: boolean;
+  compensation: CompensationPolicy;
+  /**
+   * The breakers its tasks name: the settings the definition gives (defaults filled in), or null
+   * for a breaker named without settings (it keeps the ones it has, or gets the defaults).
+   */
+  breakers: Record<string, BreakerConfig | null>;
   tasks: TaskSpec[];
 }

@@ -50,8 +50,23 @@ export const FINAL_WORKSTREAM_STATUSES: ReadonlySet<WorkstreamStatus> = new Set(
 export const WORKER_STATUSES = ["idle", "busy", "unresponsive", "shutdown"] as const;
 export type WorkerStatus = (typeof WORKER_STATUSES)[number];
 
+export const BREAKER_STATUSES = ["closed", "open", "half_open"] as const;
+export type BreakerStatus = (typeof BREAKER_STATUSES)[number];
+
+/** A detected pattern is `active` until the outcomes after it confirm it or prove it wrong. */
+export const PATTERN_STATUSES = ["active", "confirmed", "false_positive"] as const;
+export type PatternStatus = (typeof PATTERN_STATUSES)[number];
+
 /** The kinds of entity whose state changes are recorded in the transition log. */
-export type EntityKind = "task" | "workstream" | "worker";
+export const ENTITY_KINDS = [
+  "workstream",
+  "task",
+  "worker",
+  "breaker",
+  "degradation",
+  "pattern",
+] as const;
+export type EntityKind = (typeof ENTITY_KINDS)[number];
 
 /**
  * The one table of allowed transitions. `null` as a source is creation.
@@ -67,6 +82,7 @@ export type EntityKind = "task" | "workstream" | "worker";
  * - workstream `failed → completed`: an operator skipped what made it fail.
  * - workstream `active → active`: a rollback or re-run of a workstream that is still running.
  * - workstream `archived`, `merged`: final (see {@link FINAL_WORKSTREAM_STATUSES}).
+ * - task `failed → queued` without a person: the monitor revives a task whose cause cleared.
  */
 export const TRANSITIONS = {
   task: {
@@ -95,6 +111,25 @@ export const TRANSITIONS = {
     busy: ["idle", "unresponsive", "shutdown"],
     unresponsive: ["idle", "busy", "shutdown"],
     shutdown: ["idle", "busy"],
+  },
+  // closed → closed: a reset or a new configuration; open → open: a person forces it open.
+  breaker: {
+    "": ["closed", "open"],
+    closed: ["closed", "open"],
+    open: ["open", "half_open", "closed"],
+    half_open: ["closed", "open"],
+  },
+  // degraded → degraded: a move between two degraded levels.
+  degradation: {
+    "": ["normal", "degraded"],
+    normal: ["degraded"],
+    degraded: ["degraded", "normal"],
+  },
+  pattern: {
+    "": ["active"],
+    active: ["confirmed", "false_positive"],
+    confirmed: [],
+    false_positive: [],
   },
 } as const satisfies Record<EntityKind, Record<string, readonly string[]>>;
 

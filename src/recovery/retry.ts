@@ -59,11 +59,16 @@ export function ruleFor(policy: RetryPolicy, category: FailureCategory): RetryRu
   return dropSchedule || scheduleMs === undefined ? rule : { ...rule, scheduleMs };
 }
 
-/** The outcome of {@link planFailure}. `runAt` is epoch ms. */
+/**
+ * What follows a failed attempt. `runAt` is epoch ms. The planner decides retry, fail or
+ * quarantine; the store turns a `fail` into a `fallback` when the task has an alternative handler
+ * left for this failure.
+ */
 export type FailureDecision =
   | { action: "retry"; runAt: number; delayMs: number; reason: string }
   | { action: "fail"; reason: string }
-  | { action: "quarantine"; reason: string };
+  | { action: "quarantine"; reason: string }
+  | { action: "fallback"; handler: string; runAt: number; reason: string };
 
 /** Input of {@link planFailure}. */
 export interface PlanFailureInput {

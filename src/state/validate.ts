@@ -8,8 +8,8 @@ import type { Clock } from "../engine/clock.js";
 import { findCycles, formatCycle } from "../model/dag.js";
 import { taskId as makeTaskId } from "../model/ids.js";
 import type { TaskRecord, TransitionRecord } from "../model/records.js";
-import { TERMINAL_TASK_STATUSES } from "../model/states.js";
-import type { StateSnapshot } from "../store/replay.js";
+import { ENTITY_KINDS, TERMINAL_TASK_STATUSES } from "../model/states.js";
+import { SNAPSHOT_KEYS, type StateSnapshot } from "../store/replay.js";
 import type { Store } from "../store/store.js";
 import { isRestoreRecord } from "./backups.js";
 
@@ -226,10 +226,9 @@ async function checkBackups({ store }: Inputs): Promise<Violation[]> {
 /** Every entity that differs between the state and the replay, field by field. */
 function diffSnapshots(state: StateSnapshot, replayed: StateSnapshot): Violation[] {
   const violations: Violation[] = [];
-  for (const kind of ["workstreams", "tasks", "workers"] as const) {
-    const a = state[kind] as Record<string, Record<string, unknown>>;
-    const b = replayed[kind] as Record<string, Record<string, unknown>>;
-    const noun = kind.slice(0, -1);
+  for (const noun of ENTITY_KINDS) {
+    const a = state[SNAPSHOT_KEYS[noun]] as Record<string, Record<string, unknown>>;
+    const b = replayed[SNAPSHOT_KEYS[noun]] as Record<string, Record<string, unknown>>;
     for (const id of new Set([...Object.keys(a), ...Object.keys(b)])) {
       if (!b[id]) {
         violations.push({ message: `${noun} ${id} is in the state but not in the log`, ids: [id] });

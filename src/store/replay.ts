@@ -1,26 +1,50 @@
 import type {
+  BreakerRecord,
+  DegradationRecord,
+  PatternRecord,
   TaskRecord,
   TransitionRecord,
   WorkerRecord,
   WorkstreamRecord,
 } from "../model/records.js";
-
-/** All replayable state, keyed by id. Liveness fields are left out (see {@link LIVENESS}). */
-export interface StateSnapshot {
-  workstreams: Record<string, WorkstreamRecord>;
-  tasks: Record<string, Partial<TaskRecord>>;
-  workers: Record<string, Partial<WorkerRecord>>;
-}
+import { ENTITY_KINDS, type EntityKind } from "../model/states.js";
 
 /**
- * Fields that heartbeats change without a transition ("liveness, not state"): they are not in
- * the log, so replay cannot and need not reproduce them.
+ * All replayable state: each entity kind under its table's name, keyed by id. Liveness fields
+ * are left out (see {@link LIVENESS}).
+ */
+export interface StateSnapshot {
+  workstreams: Record<string, Partial<WorkstreamRecord>>;
+  tasks: Record<string, Partial<TaskRecord>>;
+  workers: Record<string, Partial<WorkerRecord>>;
+  breakers: Record<string, Partial<BreakerRecord>>;
+  degradation: Record<string, Partial<DegradationRecord>>;
+  patterns: Record<string, Partial<PatternRecord>>;
+}
+
+/** Where each entity kind lives in a {@link StateSnapshot} (its table's name). */
+export const SNAPSHOT_KEYS: Record<EntityKind, keyof StateSnapshot> = {
+  workstream: "workstreams",
+  task: "tasks",
+  worker: "workers",
+  breaker: "breakers",
+  degradation: "degradation",
+  pattern: "patterns",
+};
+
+/**
+ * Fields that change without a transition ("liveness, not state"): heartbeats, and a breaker's
+ * counters between status changes. They are not in the log, so replay cannot and need not
+ * reproduce them.
  */
 export const LIVENESS = {
   task: ["leaseExpiresAt"],
   worker: ["heartbeatAt"],
   workstream: [],
-} as const;
+  breaker: ["failures", "successes", "window"],
+  degradation: [],
+  pattern: [],
+} as const satisfies Record<EntityKind, readonly string[]>;
 
 /**
  * The liveness a row rebuilt from the log is given, as the log does not hold it: a running task's
@@ -34,6 +58,7 @@ export function restoredLiveness(
 ): Record<string, unknown> {
   if (kind === "task") return { leaseExpiresAt: record.status === "running" ? leaseUntil : null };
   if (kind === "worker") return { heartbeatAt: now };
+  if (kind === "breaker") return { failures: 0, successes: 0, window: [] };
   return {};
 }
 
@@ -49,7 +74,9 @@ export function withoutLiveness<T extends object>(
 
 /** An empty state. */
 export function emptySnapshot(): StateSnapshot {
-  return { workstreams: {}, tasks: {}, workers: {} };
+  const snap: Record<string, object> = {};
+  for (const kind of ENTITY_KINDS) snap[SNAPSHOT_KEYS[kind]] = {};
+  return snap as unknown as StateSnapshot;
 }
 
 /**
@@ -57,8 +84,7 @@ export function emptySnapshot(): StateSnapshot {
  * transition merges `data` and sets the status to `to`.
  */
 export function applyTransition(state: StateSnapshot, t: TransitionRecord): void {
-  const table =
-    t.entity === "task" ? state.tasks : t.entity === "worker" ? state.workers : state.workstreams;
+  const table = state[SNAPSHOT_KEYS[t.entity]];
   const current = (table as Record<string, Record<string, unknown>>)[t.entityId];
   const next = withoutLiveness(t.entity, { ...(current ?? {}), ...t.data, status: t.to });
   (table as Record<string, unknown>)[t.entityId] = next;
@@ -72,6 +98,7 @@ export function normalizeReplayed(snap: StateSnapshot): StateSnapshot {
     lastDelayMs: null,
     output: null,
     lastError: null,
+    quality: null,
   };
   for (const [id, t] of Object.entries(snap.tasks)) snap.tasks[id] = { ...taskDefaults, ...t };
   return snap;

@@ -1,6 +1,9 @@
 import type { Failure } from "../model/failure.js";
 import type {
+  BreakerRecord,
+  DegradationRecord,
   InterventionRecord,
+  PatternRecord,
   Severity,
   TaskRecord,
   TransitionRecord,
@@ -24,7 +27,14 @@ export type FailurePlanner = (task: TaskRecord, failure: Failure, now: number) =
 
 /** What a worker reports about a task it held. Every outcome is fenced by the lease token. */
 export type Outcome =
-  | { kind: "complete"; taskId: string; token: number; output: unknown }
+  | {
+      kind: "complete";
+      taskId: string;
+      token: number;
+      output: unknown;
+      /** The quality the handler reported for its result, in [0, 1]. */
+      quality?: number;
+    }
   | { kind: "fail"; taskId: string; token: number; failure: Failure }
   /** Give the task back unrun (graceful shutdown): it is queued again at once. */
   | { kind: "release"; taskId: string; token: number; reason: string };
@@ -55,6 +65,38 @@ export type ClaimedTask = Pick<
 export interface ExchangeResult {
   settled: Settlement[];
   claimed: ClaimedTask[];
+  /** The system's degradation level as stored, for handlers' `ctx.degradation`. */
+  degradation: DegradationView;
+}
+
+/** What a handler sees of the degradation level. */
+export type DegradationView = Pick<
+  DegradationRecord,
+  "level" | "name" | "quality" | "capabilities"
+>;
+
+/** A failed task the monitor queued again because its cause cleared. */
+export interface Revival {
+  taskId: string;
+  workstreamId: string;
+  /** What cleared, e.g. `breaker search-api closed`. */
+  cause: string;
+  /** How sure the evidence makes us that a new attempt can succeed, in [0, 1]. */
+  confidence: number;
+  /** This task's revivals, this one included. */
+  revival: number;
+}
+
+/** Limits of {@link Store.reviveTasks}. */
+export interface RevivalOptions {
+  /** A task is revived at most this many times (default 3). */
+  maxRevivals: number;
+  /** Revive only on evidence at least this strong (default 0.5). */
+  minConfidence: number;
+  /** A rate-limited task waits at least this long after failing, when no Retry-After says more. */
+  rateLimitWindowMs: number;
+  /** Most tasks revived per call. */
+  limit: number;
 }
 
 /** A lease held by a worker, as it reports it in a heartbeat. */
@@ -272,6 +314,44 @@ export interface Store {
    * meaningful when the hash chain verifies. Logged as an intervention when anything changed.
    */
   repair(options: RepairOptions): Promise<RepairOutcome>;
+
+  // -------------------------------------------------------------- recovery strategies
+
+  /** Every circuit breaker, by name. */
+  listBreakers(): Promise<BreakerRecord[]>;
+  /**
+   * A person opens (until closed again), closes, or resets (closes and clears the counters of) a
+   * breaker; logged as an intervention. Opening a breaker no task named yet creates it.
+   */
+  controlBreaker(
+    name: string,
+    action: "open" | "close" | "reset",
+    who: Actor,
+  ): Promise<BreakerRecord>;
+  /** Moves open breakers whose open time is up to half-open (the claim path does it too). */
+  advanceBreakers(): Promise<BreakerRecord[]>;
+  /**
+   * Queues again the failed tasks whose failure was recoverable and whose cause has cleared (a
+   * breaker closed again, a rate-limit window passed), within the options' bounds, in workstreams
+   * that allow revival.
+   */
+  reviveTasks(options: RevivalOptions): Promise<Revival[]>;
+  /** The stored degradation level (level 0, `normal`, when none was ever set). */
+  getDegradation(): Promise<DegradationRecord>;
+  /** Records a new degradation level; null when it is the current one already. */
+  setDegradation(
+    view: DegradationView,
+    reason: string,
+    actor: string,
+  ): Promise<DegradationRecord | null>;
+  /** Records newly detected patterns (ids already recorded are skipped); returns the new ones. */
+  recordPatterns(
+    patterns: Omit<PatternRecord, "status" | "createdAt" | "updatedAt">[],
+  ): Promise<PatternRecord[]>;
+  /** Patterns in a status (all when omitted), newest first. */
+  listPatterns(status?: PatternRecord["status"]): Promise<PatternRecord[]>;
+  /** Settles an active pattern as confirmed or a false positive. */
+  judgePattern(id: string, verdict: "confirmed" | "false_positive", reason: string): Promise<void>;
 
   /** Calls `fn` soon after another process may have queued work; returns an unsubscribe. */
   onWake(fn: () => void): () => void;

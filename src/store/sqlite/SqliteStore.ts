@@ -12,15 +12,27 @@ import {
   WORKSTREAM_ID_PREFIX,
 } from "../../model/ids.js";
 import type {
+  BreakerRecord,
+  DegradationRecord,
   InterventionRecord,
+  PatternRecord,
   TaskRecord,
   TransitionRecord,
   WorkerRecord,
   WorkstreamRecord,
 } from "../../model/records.js";
-import type { WorkstreamSpec } from "../../model/spec.js";
+import { failure } from "../../model/failure.js";
+import type {
+  BreakerConfig,
+  FallbackOption,
+  FallbackPlan,
+  WorkstreamSpec,
+} from "../../model/spec.js";
+import { countsForBreaker, probeSlots } from "../../recovery/breaker.js";
+import { chooseFallback, qualityFactor } from "../../recovery/fallback.js";
 import {
   assertTransition,
+  ENTITY_KINDS,
   type EntityKind,
   type TaskStatus,
   type WorkerStatus,
@@ -76,6 +88,9 @@ import type {
   SweptTask,
   TransitionQuery,
   WorkerInfo,
+  DegradationView,
+  Revival,
+  RevivalOptions,
 } from "../store.js";
 import { integrityProblems, takeBackup } from "./backup.js";
 import { readCheckpoints } from "./checkpoints.js";
@@ -89,6 +104,7 @@ import {
   SELECT_JOURNAL_POSITION,
   TRANSITION_COLUMNS,
   transitionRow,
+  rowToEntity,
   rowToIntervention,
   rowToRawTransition,
   rowToTask,
@@ -98,6 +114,22 @@ import {
 } from "./codec.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import { repairState } from "./repair.js";
+import {
+  type BreakerAction,
+  controlBreaker,
+  ensureBreakers,
+  listBreakerRows,
+  openDueProbes,
+  recordBreakerOutcome,
+} from "./breakers.js";
+import { reviveTasks } from "./revival.js";
+import {
+  judgePattern,
+  listPatterns,
+  readDegradation,
+  recordPatterns,
+  setDegradation,
+} from "./signals.js";
 import {
   closeWorkstream,
   removeDependency,
@@ -552,7 +584,15 @@ export class SqliteStore implements Store {
         id: wsId,
         from: null,
         to: "active",
-        patch: { id: wsId, name: spec.name, onFailure: spec.onFailure, createdAt: now },
+        patch: {
+          id: wsId,
+          name: spec.name,
+          onFailure: spec.onFailure,
+          revive: spec.revive,
+          compensation: spec.compensation,
+          compensates: null,
+          createdAt: now,
+        },
         event: "workstream_created",
         actor,
         workstreamId: wsId,
@@ -583,6 +623,11 @@ export class SqliteStore implements Store {
             runAt: now,
             workerLostStreak: 0,
             idempotencyKey: id,
+            breaker: t.breaker,
+            revivals: 0,
+            fallbacks: t.fallbacks && { ...t.fallbacks, tried: [] },
+            compensation: t.compensation,
+            qualityThreshold: t.qualityThreshold,
             createdAt: now,
           },
           event: "task_created",
@@ -592,6 +637,7 @@ export class SqliteStore implements Store {
       );
     }
     this.write(() => {
+      ensureBreakers(this, spec.breakers, actor);
       for (const r of records) this.apply(r);
       const depInsert = this.stmt("INSERT INTO task_deps (task_id, dep_id) VALUES (?, ?)");
       for (const [task, dep] of deps) depInsert.run(task, dep);
@@ -608,19 +654,29 @@ export class SqliteStore implements Store {
       const settled = req.outcomes.map((o) => this.settle(o, req, touched));
       for (const ws of touched) this.reconcileWorkstream(ws, `worker:${req.workerId}`);
       const claimed = req.claim > 0 ? this.claim(req) : [];
-      return { settled, claimed };
+      const { level, name, quality, capabilities } = readDegradation(this);
+      return { settled, claimed, degradation: { level, name, quality, capabilities } };
     });
   }
 
   private settle(o: Outcome, req: ExchangeRequest, touched: Set<string>): Settlement {
     // Only what fencing and the hot path need; the whole row is read for failures alone.
     const held = this.stmt(
-      "SELECT id, workstream_id AS workstreamId, status, lease_token AS leaseToken, lease_worker AS leaseWorker, attempts FROM tasks WHERE id = ?",
+      "SELECT id, workstream_id AS workstreamId, status, lease_token AS leaseToken, lease_worker AS leaseWorker, attempts, breaker, handler, quality_threshold AS qualityThreshold, fallbacks, revivals FROM tasks WHERE id = ?",
     ).get(o.taskId) as
-      | Pick<
+      | (Pick<
           TaskRecord,
-          "id" | "workstreamId" | "status" | "leaseToken" | "leaseWorker" | "attempts"
-        >
+          | "id"
+          | "workstreamId"
+          | "status"
+          | "leaseToken"
+          | "leaseWorker"
+          | "attempts"
+          | "breaker"
+          | "handler"
+          | "qualityThreshold"
+          | "revivals"
+        > & { fallbacks: string | null })
       | undefined;
     // Token and holder both: a restore rewinds seqs, so a token alone could be granted again to
     // another worker while a stale one still holds it.
@@ -639,23 +695,51 @@ export class SqliteStore implements Store {
     }
     const row = held;
     const actor = `worker:${req.workerId}`;
-    if (o.kind === "complete") {
+    const plan = row.fallbacks === null ? null : (JSON.parse(row.fallbacks) as FallbackPlan);
+    let outcome = o;
+    if (o.kind === "complete" && o.quality !== undefined) {
+      const quality = o.quality * qualityFactor(plan, row.handler);
+      if (row.qualityThreshold !== null && quality < row.qualityThreshold) {
+        outcome = {
+          kind: "fail",
+          taskId: o.taskId,
+          token: o.token,
+          failure: failure(
+            "quality",
+            true,
+            `result quality ${quality.toFixed(2)} is below the task's threshold ${row.qualityThreshold}`,
+            { quality },
+          ),
+        };
+      } else {
+        outcome = { ...o, quality };
+      }
+    }
+    if (outcome.kind === "complete") {
+      if (row.breaker !== null) recordBreakerOutcome(this, row.breaker, true, actor, row.id);
+      // Failed attempts in this run, or an earlier run it was revived or switched from.
+      const recovered = row.attempts > 1 || row.revivals > 0 || (plan?.tried.length ?? 0) > 0;
       this.transition({
         kind: "task",
         id: row.id,
         from: "running",
         to: "completed",
-        patch: { output: o.output ?? null, ...RELEASED_LEASE, workerLostStreak: 0 },
-        event: row.attempts > 1 ? "task_recovered" : "task_completed",
+        patch: {
+          output: outcome.output ?? null,
+          quality: outcome.quality ?? null,
+          ...RELEASED_LEASE,
+          workerLostStreak: 0,
+        },
+        event: recovered ? "task_recovered" : "task_completed",
         actor,
         workstreamId: row.workstreamId,
-        detail: { attempt: row.attempts },
+        detail: { attempt: row.attempts, handler: row.handler },
       });
       this.promoteDependents(row.id, actor);
       touched.add(row.workstreamId);
       return { taskId: row.id, applied: true, status: "completed" };
     }
-    if (o.kind === "release") {
+    if (outcome.kind === "release") {
       this.transition({
         kind: "task",
         id: row.id,
@@ -665,17 +749,22 @@ export class SqliteStore implements Store {
         event: "task_released",
         actor,
         workstreamId: row.workstreamId,
-        detail: { reason: o.reason },
+        detail: { reason: outcome.reason },
       });
       this.wakePending = true;
       return { taskId: row.id, applied: true, status: "queued" };
     }
-    const decision = this.applyFailure(this.requireTask(row.id), o.failure, req.planner, actor);
+    const decision = this.applyFailure(
+      this.requireTask(row.id),
+      outcome.failure,
+      req.planner,
+      actor,
+    );
     touched.add(row.workstreamId);
     return {
       taskId: row.id,
       applied: true,
-      status: decision.action === "retry" ? "queued" : "failed",
+      status: decision.action === "retry" || decision.action === "fallback" ? "queued" : "failed",
       decision,
     };
   }
@@ -688,9 +777,45 @@ export class SqliteStore implements Store {
     actor: string,
   ): FailureDecision {
     const now = this.clock.now();
-    const decision = planner(row, failure, now);
+    if (row.breaker !== null && countsForBreaker(failure)) {
+      recordBreakerOutcome(this, row.breaker, false, actor, row.id);
+    }
+    const planned = planner(row, failure, now);
+    const fallback = planned.action === "fail" ? this.fallbackFor(row, failure, now) : null;
+    const decision: FailureDecision = fallback
+      ? {
+          action: "fallback",
+          handler: fallback.handler,
+          runAt: now,
+          reason: `${planned.reason}; switching from ${row.handler} to fallback ${fallback.handler}`,
+        }
+      : planned;
     const streak = failure.category === "worker_lost" ? row.workerLostStreak + 1 : 0;
     const detail = { attempt: row.attempts, failure, decision, worker: row.leaseWorker };
+    if (decision.action === "fallback") {
+      this.transition({
+        kind: "task",
+        id: row.id,
+        from: "running",
+        to: "queued",
+        patch: {
+          handler: decision.handler,
+          fallbacks: { ...row.fallbacks!, tried: [...row.fallbacks!.tried, row.handler] },
+          attempts: 0,
+          runAt: now,
+          lastDelayMs: null,
+          lastError: failure,
+          workerLostStreak: streak,
+          ...RELEASED_LEASE,
+        },
+        event: "task_fallback",
+        actor,
+        workstreamId: row.workstreamId,
+        detail: { ...detail, from: row.handler, to: decision.handler },
+      });
+      this.wakePending = true;
+      return decision;
+    }
     if (decision.action === "retry") {
       this.transition({
         kind: "task",
@@ -739,6 +864,24 @@ export class SqliteStore implements Store {
       this.cancelOpenTasks(row.workstreamId, actor, `critical task ${row.key} failed`);
     }
     return decision;
+  }
+
+  /** The fallback handler a task that failed for good switches to, if it has one left. */
+  private fallbackFor(row: TaskRecord, failure: Failure, now: number): FallbackOption | null {
+    if (row.fallbacks === null) return null;
+    return chooseFallback({
+      plan: row.fallbacks,
+      current: row.handler,
+      failure,
+      elapsedMs: now - row.createdAt,
+      random: Math.random,
+      load: (handler) =>
+        (
+          this.stmt("SELECT COUNT(*) AS n FROM tasks WHERE status = 'running' AND handler = ?").get(
+            handler,
+          ) as { n: number }
+        ).n,
+    });
   }
 
   /** Queues every pending dependent of `taskId` whose dependencies are now all satisfied. @internal */
@@ -851,22 +994,36 @@ export class SqliteStore implements Store {
 
   private claim(req: ExchangeRequest): ClaimedTask[] {
     const now = this.clock.now();
-    // Only the columns a worker needs: reading and decoding whole rows is most of a claim's cost.
-    // The dependency check guards invariant 7 even when an operator reopened a dependency after
-    // its dependents were queued.
-    const rows = this.stmt(
-      `SELECT id, workstream_id AS workstreamId, key, handler, input, attempts, timeout_ms AS timeoutMs, idempotency_key AS idempotencyKey
-       FROM tasks WHERE status = 'queued' AND run_at <= ? AND handler IN (SELECT value FROM json_each(?))
-         AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.dep_id WHERE d.task_id = tasks.id AND NOT ${SATISFIED_SQL})
-       ORDER BY priority DESC, run_at, rowid LIMIT ?`,
-    ).all(now, JSON.stringify(req.handlers), req.claim) as (Omit<
-      ClaimedTask,
-      "leaseToken" | "input"
-    > & {
-      input: string | null;
-    })[];
-    const claimed: ClaimedTask[] = [];
     const actor = `worker:${req.workerId}`;
+    openDueProbes(this, actor);
+    const handlers = JSON.stringify(req.handlers);
+    const rows = this.stmt(claimSql("closed")).all(now, handlers, req.claim) as ClaimRow[];
+    // Half-open breakers let a few probes through: at most their limit running at once.
+    if (rows.length < req.claim) {
+      const probing = this.stmt(
+        "SELECT id, config FROM breakers WHERE status = 'half_open'",
+      ).all() as { id: string; config: string }[];
+      for (const b of probing) {
+        const want = req.claim - rows.length;
+        if (want === 0) break;
+        const running = (
+          this.stmt("SELECT COUNT(*) AS n FROM tasks WHERE breaker = ? AND status = 'running'").get(
+            b.id,
+          ) as { n: number }
+        ).n;
+        const slots = probeSlots(JSON.parse(b.config) as BreakerConfig, running);
+        if (slots === 0) continue;
+        rows.push(
+          ...(this.stmt(claimSql("probe")).all(
+            now,
+            handlers,
+            b.id,
+            Math.min(slots, want),
+          ) as ClaimRow[]),
+        );
+      }
+    }
+    const claimed: ClaimedTask[] = [];
     for (const r of rows) {
       const leaseToken = this.nextSeq();
       const attempts = r.attempts + 1;
@@ -1308,17 +1465,13 @@ export class SqliteStore implements Store {
   readState(): StateSnapshot {
     const snap = emptySnapshot();
     const read = this.db.transaction(() => {
-      for (const r of this.stmt("SELECT * FROM workstreams").iterate() as Iterable<Row>) {
-        const w = rowToWorkstream(r);
-        snap.workstreams[w.id] = w;
-      }
-      for (const r of this.stmt("SELECT * FROM tasks").iterate() as Iterable<Row>) {
-        const t = rowToTask(r);
-        snap.tasks[t.id] = withoutLiveness("task", t);
-      }
-      for (const r of this.stmt("SELECT * FROM workers").iterate() as Iterable<Row>) {
-        const w = rowToWorker(r);
-        snap.workers[w.id] = withoutLiveness("worker", w);
+      for (const kind of ENTITY_KINDS) {
+        const { table } = ENTITY_TABLES[kind];
+        const into = snap[table] as Record<string, unknown>;
+        for (const r of this.stmt(`SELECT * FROM ${table}`).iterate() as Iterable<Row>) {
+          const record = rowToEntity(kind, r);
+          into[record.id as string] = withoutLiveness(kind, record);
+        }
       }
     });
     read.deferred();
@@ -1478,6 +1631,54 @@ export class SqliteStore implements Store {
     return removeDependency(this, taskId, depId, who, options);
   }
 
+  // ---------------------------------------------------------------- recovery strategies
+
+  async listBreakers(): Promise<BreakerRecord[]> {
+    return listBreakerRows(this);
+  }
+
+  async controlBreaker(name: string, action: BreakerAction, who: Actor): Promise<BreakerRecord> {
+    return controlBreaker(this, name, action, who);
+  }
+
+  async advanceBreakers(): Promise<BreakerRecord[]> {
+    return this.write(() => openDueProbes(this, "monitor"));
+  }
+
+  async reviveTasks(options: RevivalOptions): Promise<Revival[]> {
+    return reviveTasks(this, options);
+  }
+
+  async getDegradation(): Promise<DegradationRecord> {
+    return readDegradation(this);
+  }
+
+  async setDegradation(
+    view: DegradationView,
+    reason: string,
+    actor: string,
+  ): Promise<DegradationRecord | null> {
+    return setDegradation(this, view, reason, actor);
+  }
+
+  async recordPatterns(
+    patterns: Omit<PatternRecord, "status" | "createdAt" | "updatedAt">[],
+  ): Promise<PatternRecord[]> {
+    return recordPatterns(this, patterns);
+  }
+
+  async listPatterns(status?: PatternRecord["status"]): Promise<PatternRecord[]> {
+    return listPatterns(this, status);
+  }
+
+  async judgePattern(
+    id: string,
+    verdict: "confirmed" | "false_positive",
+    reason: string,
+  ): Promise<void> {
+    judgePattern(this, id, verdict, reason);
+  }
+
   async archiveWorkstream(workstreamId: string, who: Actor): Promise<WorkstreamRecord> {
     return closeWorkstream(this, workstreamId, "archived", who);
   }
@@ -1485,6 +1686,27 @@ export class SqliteStore implements Store {
   async mergeWorkstream(workstreamId: string, who: Actor): Promise<WorkstreamRecord> {
     return closeWorkstream(this, workstreamId, "merged", who);
   }
+}
+
+type ClaimRow = Omit<ClaimedTask, "leaseToken" | "input"> & { input: string | null };
+
+/**
+ * The claim query: ready tasks of the worker's handlers whose dependencies are satisfied, either
+ * with no breaker or a closed one (`closed`), or of one half-open breaker (`probe`). Only the
+ * columns a worker needs: reading and decoding whole rows is most of a claim's cost. The
+ * dependency check guards invariant 7 even when an operator reopened a dependency after its
+ * dependents were queued.
+ */
+function claimSql(gate: "closed" | "probe"): string {
+  const breaker =
+    gate === "closed"
+      ? "(breaker IS NULL OR NOT EXISTS (SELECT 1 FROM breakers b WHERE b.id = tasks.breaker AND b.status <> 'closed'))"
+      : "breaker = ?";
+  return `SELECT id, workstream_id AS workstreamId, key, handler, input, attempts, timeout_ms AS timeoutMs, idempotency_key AS idempotencyKey
+       FROM tasks WHERE status = 'queued' AND run_at <= ? AND handler IN (SELECT value FROM json_each(?))
+         AND ${breaker}
+         AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.dep_id WHERE d.task_id = tasks.id AND NOT ${SATISFIED_SQL})
+       ORDER BY priority DESC, run_at, rowid LIMIT ?`;
 }
 
 const WAKE_BYTE = Buffer.from("1");

@@ -1,5 +1,8 @@
 import type {
+  BreakerRecord,
+  DegradationRecord,
   InterventionRecord,
+  PatternRecord,
   TaskRecord,
   TransitionRecord,
   WorkerRecord,
@@ -7,6 +10,7 @@ import type {
 } from "../../model/records.js";
 import type { EntityKind } from "../../model/states.js";
 import type { UnhashedTransition } from "../chain.js";
+import type { StateSnapshot } from "../replay.js";
 
 /** How a record field is stored in its column. */
 export type ColumnKind = "plain" | "json" | "bool";
@@ -34,6 +38,12 @@ const TASK_COLUMNS: FieldMap<TaskRecord> = {
   output: ["output", "json"],
   lastError: ["last_error", "json"],
   idempotencyKey: ["idempotency_key", "plain"],
+  breaker: ["breaker", "plain"],
+  revivals: ["revivals", "plain"],
+  fallbacks: ["fallbacks", "json"],
+  compensation: ["compensation", "json"],
+  quality: ["quality", "plain"],
+  qualityThreshold: ["quality_threshold", "plain"],
   createdAt: ["created_at", "plain"],
   updatedAt: ["updated_at", "plain"],
 };
@@ -43,6 +53,47 @@ const WORKSTREAM_COLUMNS: FieldMap<WorkstreamRecord> = {
   name: ["name", "plain"],
   status: ["status", "plain"],
   onFailure: ["on_failure", "plain"],
+  revive: ["revive", "bool"],
+  compensation: ["compensation", "json"],
+  compensates: ["compensates", "plain"],
+  createdAt: ["created_at", "plain"],
+  updatedAt: ["updated_at", "plain"],
+};
+
+const BREAKER_COLUMNS: FieldMap<BreakerRecord> = {
+  id: ["id", "plain"],
+  status: ["status", "plain"],
+  config: ["config", "json"],
+  openedAt: ["opened_at", "plain"],
+  openUntil: ["open_until", "plain"],
+  forced: ["forced", "bool"],
+  failures: ["failures", "plain"],
+  successes: ["successes", "plain"],
+  window: ["window", "json"],
+  createdAt: ["created_at", "plain"],
+  updatedAt: ["updated_at", "plain"],
+};
+
+const DEGRADATION_COLUMNS: FieldMap<DegradationRecord> = {
+  id: ["id", "plain"],
+  status: ["status", "plain"],
+  level: ["level", "plain"],
+  name: ["name", "plain"],
+  quality: ["quality", "plain"],
+  capabilities: ["capabilities", "json"],
+  createdAt: ["created_at", "plain"],
+  updatedAt: ["updated_at", "plain"],
+};
+
+const PATTERN_COLUMNS: FieldMap<PatternRecord> = {
+  id: ["id", "plain"],
+  status: ["status", "plain"],
+  detector: ["detector", "plain"],
+  subject: ["subject", "plain"],
+  confidence: ["confidence", "plain"],
+  message: ["message", "plain"],
+  action: ["action", "json"],
+  detectedAt: ["detected_at", "plain"],
   createdAt: ["created_at", "plain"],
   updatedAt: ["updated_at", "plain"],
 };
@@ -58,14 +109,20 @@ const WORKER_COLUMNS: FieldMap<WorkerRecord> = {
   heartbeatAt: ["heartbeat_at", "plain"],
 };
 
-/** Table and field mapping of each entity whose state is in the transition log. */
+/**
+ * Table and field mapping of each entity whose state is in the transition log. The table's name
+ * is also the entity's key in a {@link StateSnapshot}.
+ */
 export const ENTITY_TABLES: Record<
   EntityKind,
-  { table: string; columns: Record<string, readonly [string, ColumnKind]> }
+  { table: keyof StateSnapshot; columns: Record<string, readonly [string, ColumnKind]> }
 > = {
-  task: { table: "tasks", columns: TASK_COLUMNS },
   workstream: { table: "workstreams", columns: WORKSTREAM_COLUMNS },
+  task: { table: "tasks", columns: TASK_COLUMNS },
   worker: { table: "workers", columns: WORKER_COLUMNS },
+  breaker: { table: "breakers", columns: BREAKER_COLUMNS },
+  degradation: { table: "degradation", columns: DEGRADATION_COLUMNS },
+  pattern: { table: "patterns", columns: PATTERN_COLUMNS },
 };
 
 type Row = Record<string, unknown>;
@@ -97,6 +154,15 @@ function decodeRow<R>(columns: Record<string, readonly [string, ColumnKind]>, ro
 export const rowToTask = (row: Row): TaskRecord => decodeRow(TASK_COLUMNS, row);
 export const rowToWorkstream = (row: Row): WorkstreamRecord => decodeRow(WORKSTREAM_COLUMNS, row);
 export const rowToWorker = (row: Row): WorkerRecord => decodeRow(WORKER_COLUMNS, row);
+export const rowToBreaker = (row: Row): BreakerRecord => decodeRow(BREAKER_COLUMNS, row);
+export const rowToDegradation = (row: Row): DegradationRecord =>
+  decodeRow(DEGRADATION_COLUMNS, row);
+export const rowToPattern = (row: Row): PatternRecord => decodeRow(PATTERN_COLUMNS, row);
+
+/** Decodes a row of `kind`'s table. */
+export function rowToEntity(kind: EntityKind, row: Row): Record<string, unknown> {
+  return decodeRow(ENTITY_TABLES[kind].columns, row);
+}
 
 /** A row of the `transitions` table with its JSON left as text, as the hash covers it. */
 export function rowToRawTransition(row: Row): UnhashedTransition & { hash: string } {

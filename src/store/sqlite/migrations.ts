@@ -120,4 +120,61 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     PRIMARY KEY (workstream_id, seq)
   ) WITHOUT ROWID;
   `,
+  // v4: recovery strategies (issue 4). Breakers, the degradation level and detected patterns are
+  // entities with their own transitions; tasks name their breaker, fallbacks and compensation.
+  `
+  ALTER TABLE tasks ADD COLUMN breaker TEXT;
+  ALTER TABLE tasks ADD COLUMN revivals INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE tasks ADD COLUMN fallbacks TEXT;
+  ALTER TABLE tasks ADD COLUMN compensation TEXT;
+  ALTER TABLE tasks ADD COLUMN quality REAL;
+  ALTER TABLE tasks ADD COLUMN quality_threshold REAL;
+  -- The claim gate and half-open probe count look tasks up by breaker; most tasks have none.
+  CREATE INDEX tasks_breaker ON tasks(breaker, status) WHERE breaker IS NOT NULL;
+  -- Revival scans failed tasks only.
+  CREATE INDEX tasks_failed ON tasks(updated_at) WHERE status = 'failed';
+
+  ALTER TABLE workstreams ADD COLUMN revive INTEGER NOT NULL DEFAULT 1;
+  ALTER TABLE workstreams ADD COLUMN compensation TEXT NOT NULL DEFAULT '{"on":["cancelled"],"order":"reverse"}';
+  ALTER TABLE workstreams ADD COLUMN compensates TEXT;
+
+  CREATE TABLE breakers (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    config TEXT NOT NULL,
+    opened_at INTEGER,
+    open_until INTEGER,
+    forced INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    successes INTEGER NOT NULL,
+    window TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  );
+
+  CREATE TABLE degradation (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    quality REAL NOT NULL,
+    capabilities TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  );
+
+  CREATE TABLE patterns (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    detector TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    message TEXT NOT NULL,
+    action TEXT,
+    detected_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  );
+  CREATE INDEX patterns_status ON patterns(status);
+  `,
 ];

@@ -9,6 +9,7 @@ import Database from "better-sqlite3";
 import { isMendError, MendError } from "../../errors.js";
 import { dependencyRows } from "../../model/ids.js";
 import type { TaskRecord } from "../../model/records.js";
+import { ENTITY_KINDS } from "../../model/states.js";
 import { type JournalLimit, scanJournal } from "../../state/journal.js";
 import { restoredLiveness } from "../replay.js";
 import { batchInsert, openUnsynced } from "./bulk.js";
@@ -69,7 +70,7 @@ function replayState(
   every: number,
   onProgress: (seq: number, count: number) => void,
 ) {
-  const state: ReplayedState = { task: new Map(), workstream: new Map(), worker: new Map() };
+  const state = Object.fromEntries(ENTITY_KINDS.map((k) => [k, new Map()])) as ReplayedState;
   let count = 0;
   let last = 0;
   scanJournal(journalDir, limit, (tx) => {
@@ -106,23 +107,18 @@ function writeState(db: Database.Database, state: ReplayedState, now: number, le
       flush: insert.flush,
     };
   };
-  const workstreams = entity("workstream");
-  for (const w of state.workstream.values()) workstreams.add(w);
-  workstreams.flush();
-  const tasks = entity("task");
   const deps = batchInsert(db, "task_deps", ["task_id", "dep_id"]);
-  for (const record of state.task.values()) {
-    const t = record as unknown as TaskRecord;
-    tasks.add(Object.assign(record, restoredLiveness("task", record, now, now + leaseMs)));
-    for (const row of dependencyRows(t.workstreamId, t.id, t.deps)) deps.add(row);
+  for (const kind of ENTITY_KINDS) {
+    const rows = entity(kind);
+    for (const record of state[kind].values()) {
+      rows.add({ ...record, ...restoredLiveness(kind, record, now, now + leaseMs) });
+      if (kind !== "task") continue;
+      const t = record as unknown as TaskRecord;
+      for (const row of dependencyRows(t.workstreamId, t.id, t.deps)) deps.add(row);
+    }
+    rows.flush();
   }
-  tasks.flush();
   deps.flush();
-  const workers = entity("worker");
-  for (const w of state.worker.values()) {
-    workers.add({ ...w, ...restoredLiveness("worker", w, now, now) });
-  }
-  workers.flush();
 }
 
 if (parentPort && (workerData as Partial<StateReplayRequest> | null)?.mendRebuildState === true) {

@@ -2,8 +2,8 @@ import { isDeepStrictEqual } from "node:util";
 import type { Failure } from "../../model/failure.js";
 import { dependencyRows } from "../../model/ids.js";
 import type { TaskRecord } from "../../model/records.js";
-import type { EntityKind } from "../../model/states.js";
-import { restoredLiveness, type StateSnapshot } from "../replay.js";
+import { ENTITY_KINDS, type EntityKind } from "../../model/states.js";
+import { restoredLiveness, SNAPSHOT_KEYS } from "../replay.js";
 import type { RepairOptions, RepairOutcome } from "../store.js";
 import { ENTITY_TABLES, encodeField } from "./codec.js";
 import type { SqliteStore } from "./SqliteStore.js";
@@ -14,12 +14,6 @@ class DryRun extends Error {
     super("dry run");
   }
 }
-
-const KINDS: readonly [EntityKind, keyof StateSnapshot][] = [
-  ["workstream", "workstreams"],
-  ["task", "tasks"],
-  ["worker", "workers"],
-];
 
 /**
  * Fixes what can be derived, in one write transaction: rows that disagree with the log are
@@ -51,7 +45,8 @@ function rewriteFromLog(store: SqliteStore): RepairOutcome {
   const logged = store.replayLog();
   const outcome: RepairOutcome = { rows: [], requeued: [], workstreams: [], unexplained: [] };
   const now = store.clock.now();
-  for (const [kind, key] of KINDS) {
+  for (const kind of ENTITY_KINDS) {
+    const key = SNAPSHOT_KEYS[kind];
     const want = logged[key] as Record<string, Record<string, unknown>>;
     const have = stored[key] as Record<string, Record<string, unknown>>;
     for (const [id, record] of Object.entries(want)) {

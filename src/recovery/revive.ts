@@ -1,0 +1,60 @@
+/**
+ * Revival: deciding, from evidence in the store, that the cause of a task's permanent failure has
+ * cleared so that running it again can succeed. Pure; the monitor's sweep feeds it the failed
+ * tasks and what it knows about their breakers.
+ */
+import type { BreakerRecord, TaskRecord } from "../model/records.js";
+
+/** How strongly each kind of evidence says a new attempt can succeed. */
+export const REVIVAL_CONFIDENCE = {
+  /** The task's breaker opened, was probed, and closed after the task failed. */
+  breakerClosed: 0.9,
+  /** The window a rate limit asked for has passed. */
+  rateLimitPassed: 0.7,
+} as const;
+
+/** Defaults of the monitor's revival sweep. */
+export const DEFAULT_REVIVAL = Object.freeze({
+  maxRevivals: 3,
+  minConfidence: 0.5,
+  rateLimitWindowMs: 60_000,
+  limit: 100,
+});
+
+/** Why a task may run again, and how sure that is. */
+export interface RevivalEvidence {
+  cause: string;
+  confidence: number;
+}
+
+/**
+ * The evidence that a failed task's cause has cleared, or null. Only a recoverable failure can
+ * clear by itself; a lost worker is left to quarantine (the task is the suspect, not a dependency).
+ */
+export function revivalEvidence(
+  task: Pick<TaskRecord, "status" | "lastError" | "breaker" | "updatedAt">,
+  breaker: Pick<BreakerRecord, "id" | "status" | "updatedAt"> | null,
+  now: number,
+  rateLimitWindowMs: number,
+): RevivalEvidence | null {
+  const failure = task.lastError;
+  if (task.status !== "failed" || !failure?.recoverable || failure.category === "worker_lost") {
+    return null;
+  }
+  if (breaker && breaker.status === "closed" && breaker.updatedAt > task.updatedAt) {
+    return {
+      cause: `breaker ${breaker.id} closed again`,
+      confidence: REVIVAL_CONFIDENCE.breakerClosed,
+    };
+  }
+  if (failure.category === "rate_limited") {
+    const waitMs = Math.max(failure.retryAfterMs ?? 0, rateLimitWindowMs);
+    if (now >= task.updatedAt + waitMs) {
+      return {
+        cause: `rate-limit window of ${Math.round(waitMs / 1000)} s passed`,
+        confidence: REVIVAL_CONFIDENCE.rateLimitPassed,
+      };
+    }
+  }
+  return null;
+}
