@@ -366,6 +366,7 @@ describe("validateDefinition: normalization", () => {
           priority: 0,
           retry: DEFAULT_RETRY,
           timeoutMs: 600_000,
+          deadlineMs: null,
           critical: true,
           breaker: null,
           fallbacks: null,

@@ -31,7 +31,8 @@ const EXPECTED: Record<EntityKind, Record<string, string[]>> = {
     "": ["pending", "queued"],
     // pending → pending: a dependency removed or attempts reset while it waits.
     pending: ["pending", "queued", "cancelled", "skipped"],
-    queued: ["running", "pending", "cancelled", "skipped"],
+    // queued → failed: the overall deadline passed while it waited.
+    queued: ["running", "pending", "cancelled", "skipped", "failed"],
     // running → pending: a rollback or workstream re-run revokes the lease.
     running: ["completed", "queued", "failed", "cancelled", "pending"],
     // completed → pending: a person re-runs finished work (workstream retry, resume).
@@ -200,10 +201,10 @@ describe("transition table", () => {
       expect(canTransition("task", s, "running")).toBe(false);
       expect(canTransition("task", s, "completed")).toBe(false);
     }
-    // Only a running task can complete or fail.
+    // Only a running task can complete or fail, or a queued one whose deadline passed.
     for (const s of TASK_STATUSES) {
       expect(canTransition("task", s, "completed")).toBe(s === "running");
-      expect(canTransition("task", s, "failed")).toBe(s === "running");
+      expect(canTransition("task", s, "failed")).toBe(s === "running" || s === "queued");
     }
   });
 });

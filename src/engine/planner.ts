@@ -31,5 +31,6 @@ export function createPlanner(options: PlannerOptions = {}): FailurePlanner {
       random,
       customDelay: options.customDelay?.(task.handler),
       quarantineAfter: options.quarantineAfter ?? 3,
+      deadlineAt: task.deadlineMs === null ? undefined : task.createdAt + task.deadlineMs,
     });
 }

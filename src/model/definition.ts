@@ -219,6 +219,7 @@ const taskSchema = z.strictObject({
   critical: z.boolean().optional(),
   retry: fileRetry.either.optional(),
   timeout: durationSchema(1).optional(),
+  deadline: durationSchema(1).optional(),
   breaker: breakerNameSchema.optional(),
   fallbacks: fallbacksSchema.optional(),
   compensate: compensateSchema.optional(),
@@ -230,6 +231,7 @@ const defaultsSchema = z.strictObject({
   timeout: durationSchema(1).optional(),
   priority: z.number().int().optional(),
   critical: z.boolean().optional(),
+  deadline: durationSchema(1).optional(),
   breaker: breakerNameSchema.optional(),
   qualityThreshold: qualitySchema.optional(),
 });
@@ -532,6 +534,7 @@ function normalize(def: ParsedDefinition, inputs: readonly (string | undefined)[
       priority: task.priority ?? defaults.priority ?? 0,
       retry: resolveRetry(task.retry, baseRetry),
       timeoutMs: task.timeout ?? defaults.timeout ?? DEFAULT_TIMEOUT_MS,
+      deadlineMs: task.deadline ?? defaults.deadline ?? null,
       critical: task.critical ?? defaults.critical ?? true,
       breaker: task.breaker ?? defaults.breaker ?? null,
       fallbacks: task.fallbacks === undefined ? null : normalizeFallbacks(task.fallbacks),

@@ -36,6 +36,8 @@ export interface TaskRecord {
   attempts: number;
   retry: RetryPolicy;
   timeoutMs: number;
+  /** Overall deadline from submission, in ms, across every attempt; null for none. */
+  deadlineMs: number | null;
   critical: boolean;
   deps: string[];
   /** Earliest time the task may be claimed. */

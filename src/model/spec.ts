@@ -93,6 +93,8 @@ export interface TaskSpec {
   priority: number;
   retry: RetryPolicy;
   timeoutMs: number;
+  /** Overall deadline from submission across all attempts, in ms; null for none. */
+  deadlineMs: number | null;
   /** A critical task's permanent failure blocks its dependents (default true). */
   critical: boolean;
   /** Name of the circuit breaker guarding it. */

@@ -83,12 +83,13 @@ export type EntityKind = (typeof ENTITY_KINDS)[number];
  * - workstream `active → active`: a rollback or re-run of a workstream that is still running.
  * - workstream `archived`, `merged`: final (see {@link FINAL_WORKSTREAM_STATUSES}).
  * - task `failed → queued` without a person: the monitor revives a task whose cause cleared.
+ * - task `queued → failed`: its overall deadline passed while it waited to run again.
  */
 export const TRANSITIONS = {
   task: {
     "": ["pending", "queued"],
     pending: ["pending", "queued", "cancelled", "skipped"],
-    queued: ["running", "pending", "cancelled", "skipped"],
+    queued: ["running", "pending", "cancelled", "skipped", "failed"],
     running: ["completed", "queued", "failed", "cancelled", "pending"],
     completed: ["pending"],
     failed: ["queued", "pending", "skipped"],

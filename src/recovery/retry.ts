@@ -87,6 +87,8 @@ export interface PlanFailureInput {
   customDelay?: (retryNumber: number, failure: Failure) => number;
   /** `worker_lost` streak at which the task is quarantined. Default 3. */
   quarantineAfter?: number;
+  /** The task's overall deadline (epoch ms): no attempt starts after it. */
+  deadlineAt?: number;
 }
 
 /**
@@ -108,6 +110,9 @@ export function planFailure(input: PlanFailureInput): FailureDecision {
         attempt,
       },
     );
+  }
+  if (input.deadlineAt !== undefined && input.now >= input.deadlineAt) {
+    return { action: "fail", reason: "overall deadline passed" };
   }
   const quarantineAfter = input.quarantineAfter ?? 3;
   if (failure.category === "worker_lost" && workerLostStreak >= quarantineAfter) {
@@ -133,6 +138,12 @@ export function planFailure(input: PlanFailureInput): FailureDecision {
   const askedByServer = retryAfterMs !== undefined && retryAfterMs > delayMs;
   if (askedByServer) delayMs = Math.min(Math.round(retryAfterMs), maxMs);
 
+  if (input.deadlineAt !== undefined && input.now + delayMs >= input.deadlineAt) {
+    return {
+      action: "fail",
+      reason: `the next retry (in ${formatDuration(delayMs)}) would start after the overall deadline`,
+    };
+  }
   const when = delayMs === 0 ? "at once" : `in ${formatDuration(delayMs)}`;
   return {
     action: "retry",

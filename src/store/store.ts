@@ -220,6 +220,8 @@ export interface Store {
 
   /** Requeues (or fails) every running task whose lease has expired. */
   sweepExpiredLeases(planner: FailurePlanner): Promise<SweptTask[]>;
+  /** Fails queued tasks whose overall deadline has passed; returns their ids. */
+  expireDeadlines(): Promise<string[]>;
   /** Moves silent workers to `unresponsive`, then `shutdown`. */
   markSilentWorkers(unresponsiveMs: number, shutdownMs: number): Promise<WorkerRecord[]>;
   /** Takes or renews a named leadership lease; true while `holder` leads. */

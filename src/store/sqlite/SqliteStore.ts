@@ -21,6 +21,7 @@ import type {
   WorkerRecord,
   WorkstreamRecord,
 } from "../../model/records.js";
+import { formatDuration } from "../../model/duration.js";
 import { failure } from "../../model/failure.js";
 import type {
   BreakerConfig,
@@ -618,6 +619,7 @@ export class SqliteStore implements Store {
             attempts: 0,
             retry: t.retry,
             timeoutMs: t.timeoutMs,
+            deadlineMs: t.deadlineMs,
             critical: t.critical,
             deps: t.deps,
             runAt: now,
@@ -842,28 +844,72 @@ export class SqliteStore implements Store {
       this.wakePending = true;
       return decision;
     }
+    this.failTask(row, "running", { lastError: failure, workerLostStreak: streak }, actor, {
+      event: decision.action === "quarantine" ? "task_quarantined" : undefined,
+      detail,
+    });
+    return decision;
+  }
+
+  /**
+   * Records a task's permanent failure and what follows from it: a non-critical task lets its
+   * dependents run; a critical one in a `stop` workstream cancels the work still waiting.
+   */
+  private failTask(
+    row: TaskRecord,
+    from: "running" | "queued",
+    patch: Record<string, unknown>,
+    actor: string,
+    record: { event?: EventName; detail: Record<string, unknown> },
+  ): void {
     this.transition({
       kind: "task",
       id: row.id,
-      from: "running",
+      from,
       to: "failed",
-      patch: { lastError: failure, workerLostStreak: streak, ...RELEASED_LEASE },
-      event:
-        decision.action === "quarantine"
-          ? "task_quarantined"
-          : row.critical
-            ? "task_failed"
-            : "task_failed_noncritical",
+      patch: { ...patch, ...RELEASED_LEASE },
+      event: record.event ?? (row.critical ? "task_failed" : "task_failed_noncritical"),
       actor,
       workstreamId: row.workstreamId,
-      detail,
+      detail: record.detail,
     });
     if (!row.critical) {
       this.promoteDependents(row.id, actor);
     } else if (this.getWorkstreamRow(row.workstreamId)?.onFailure === "stop") {
       this.cancelOpenTasks(row.workstreamId, actor, `critical task ${row.key} failed`);
     }
-    return decision;
+  }
+
+  /**
+   * Fails the queued tasks whose overall deadline passed while they waited (behind an open
+   * breaker, a backoff, or busy workers): the deadline bounds everything inside it.
+   */
+  async expireDeadlines(): Promise<string[]> {
+    const now = this.clock.now();
+    const expired = this.stmt(
+      "SELECT id FROM tasks WHERE status = 'queued' AND deadline_ms IS NOT NULL AND created_at + deadline_ms <= ? LIMIT 1000",
+    ).all(now) as { id: string }[];
+    if (expired.length === 0) return [];
+    return this.write(() => {
+      const touched = new Set<string>();
+      const failed: string[] = [];
+      for (const { id } of expired) {
+        const row = this.getTaskRow(id);
+        if (row?.status !== "queued") continue;
+        const lastError = failure(
+          "timeout",
+          false,
+          `overall deadline of ${formatDuration(row.deadlineMs!)} passed before the task could run again`,
+        );
+        this.failTask(row, "queued", { lastError }, "monitor", {
+          detail: { failure: lastError, decision: { action: "fail", reason: "deadline passed" } },
+        });
+        touched.add(row.workstreamId);
+        failed.push(id);
+      }
+      for (const ws of touched) this.reconcileWorkstream(ws, "monitor");
+      return failed;
+    });
   }
 
   /** The fallback handler a task that failed for good switches to, if it has one left. */
@@ -997,7 +1043,11 @@ export class SqliteStore implements Store {
     const actor = `worker:${req.workerId}`;
     openDueProbes(this, actor);
     const handlers = JSON.stringify(req.handlers);
-    const rows = this.stmt(claimSql("closed")).all(now, handlers, req.claim) as ClaimRow[];
+    const rows = this.stmt(claimSql("closed")).all({
+      now,
+      handlers,
+      limit: req.claim,
+    }) as ClaimRow[];
     // Half-open breakers let a few probes through: at most their limit running at once.
     if (rows.length < req.claim) {
       const probing = this.stmt(
@@ -1014,12 +1064,12 @@ export class SqliteStore implements Store {
         const slots = probeSlots(JSON.parse(b.config) as BreakerConfig, running);
         if (slots === 0) continue;
         rows.push(
-          ...(this.stmt(claimSql("probe")).all(
+          ...(this.stmt(claimSql("probe")).all({
             now,
             handlers,
-            b.id,
-            Math.min(slots, want),
-          ) as ClaimRow[]),
+            breaker: b.id,
+            limit: Math.min(slots, want),
+          }) as ClaimRow[]),
         );
       }
     }
@@ -1042,11 +1092,14 @@ export class SqliteStore implements Store {
         actor,
         workstreamId: r.workstreamId,
       });
+      const { deadlineAt, ...task } = r;
       claimed.push({
-        ...r,
+        ...task,
         input: r.input === null ? null : JSON.parse(r.input),
         attempts,
         leaseToken,
+        // The overall deadline bounds each attempt's own timeout.
+        timeoutMs: deadlineAt === null ? r.timeoutMs : Math.min(r.timeoutMs, deadlineAt - now),
       });
     }
     return claimed;
@@ -1688,7 +1741,10 @@ export class SqliteStore implements Store {
   }
 }
 
-type ClaimRow = Omit<ClaimedTask, "leaseToken" | "input"> & { input: string | null };
+type ClaimRow = Omit<ClaimedTask, "leaseToken" | "input"> & {
+  input: string | null;
+  deadlineAt: number | null;
+};
 
 /**
  * The claim query: ready tasks of the worker's handlers whose dependencies are satisfied, either
@@ -1701,12 +1757,14 @@ function claimSql(gate: "closed" | "probe"): string {
   const breaker =
     gate === "closed"
       ? "(breaker IS NULL OR NOT EXISTS (SELECT 1 FROM breakers b WHERE b.id = tasks.breaker AND b.status <> 'closed'))"
-      : "breaker = ?";
-  return `SELECT id, workstream_id AS workstreamId, key, handler, input, attempts, timeout_ms AS timeoutMs, idempotency_key AS idempotencyKey
-       FROM tasks WHERE status = 'queued' AND run_at <= ? AND handler IN (SELECT value FROM json_each(?))
+      : "breaker = @breaker";
+  return `SELECT id, workstream_id AS workstreamId, key, handler, input, attempts, timeout_ms AS timeoutMs, idempotency_key AS idempotencyKey,
+         created_at + deadline_ms AS deadlineAt
+       FROM tasks WHERE status = 'queued' AND run_at <= @now AND handler IN (SELECT value FROM json_each(@handlers))
+         AND (deadline_ms IS NULL OR created_at + deadline_ms > @now)
          AND ${breaker}
          AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.dep_id WHERE d.task_id = tasks.id AND NOT ${SATISFIED_SQL})
-       ORDER BY priority DESC, run_at, rowid LIMIT ?`;
+       ORDER BY priority DESC, run_at, rowid LIMIT @limit`;
 }
 
 const WAKE_BYTE = Buffer.from("1");

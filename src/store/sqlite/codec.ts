@@ -27,6 +27,7 @@ const TASK_COLUMNS: FieldMap<TaskRecord> = {
   attempts: ["attempts", "plain"],
   retry: ["retry", "json"],
   timeoutMs: ["timeout_ms", "plain"],
+  deadlineMs: ["deadline_ms", "plain"],
   critical: ["critical", "bool"],
   deps: ["deps", "json"],
   runAt: ["run_at", "plain"],

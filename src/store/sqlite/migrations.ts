@@ -123,6 +123,7 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   // v4: recovery strategies (issue 4). Breakers, the degradation level and detected patterns are
   // entities with their own transitions; tasks name their breaker, fallbacks and compensation.
   `
+  ALTER TABLE tasks ADD COLUMN deadline_ms INTEGER;
   ALTER TABLE tasks ADD COLUMN breaker TEXT;
   ALTER TABLE tasks ADD COLUMN revivals INTEGER NOT NULL DEFAULT 0;
   ALTER TABLE tasks ADD COLUMN fallbacks TEXT;
