@@ -1,10 +1,14 @@
 import { newId } from "../model/ids.js";
-import type { WorkerRecord } from "../model/records.js";
+import type { BreakerRecord, WorkerRecord } from "../model/records.js";
+import type { DegradationConfig } from "../recovery/degrade.js";
+import { DEFAULT_PATTERN_CONFIG, type PatternConfig } from "../recovery/patterns.js";
+import { DEFAULT_REVIVAL } from "../recovery/revive.js";
 import { type Logger, silentLogger } from "../observe/logger.js";
 import type { BackupInfo, RetentionPolicy } from "../state/backups.js";
-import type { FailurePlanner, Store, SweptTask } from "../store/store.js";
+import type { FailurePlanner, Revival, RevivalOptions, Store, SweptTask } from "../store/store.js";
 import { type Clock, systemClock, type TimerHandle } from "./clock.js";
 import { createPlanner } from "./planner.js";
+import { Watch, type WatchResult } from "./watch.js";
 
 /** Options of a {@link Monitor}. Durations in milliseconds. */
 export interface MonitorOptions {
@@ -22,6 +26,15 @@ export interface MonitorOptions {
   backupIntervalMs?: number;
   /** Retention applied after each automatic backup (default 100 backups, 24 h). */
   backupRetention?: Partial<RetentionPolicy>;
+  /**
+   * Revival of failed tasks whose cause cleared (default on, with {@link DEFAULT_REVIVAL}'s
+   * bounds); false turns it off for every workstream.
+   */
+  revival?: Partial<RevivalOptions> | false;
+  /** Failure pattern detection (default on, {@link DEFAULT_PATTERN_CONFIG}); false: off. */
+  patterns?: PatternConfig | false;
+  /** Degradation levels; without them the system never degrades. */
+  degradation?: DegradationConfig;
   id?: string;
   clock?: Clock;
   logger?: Logger;
@@ -36,6 +49,13 @@ export interface SweepResult {
   workers: WorkerRecord[];
   /** The backup this sweep took, if one was due. */
   backup: BackupInfo | null;
+  /** Breakers whose open time was up and that now let probes through. */
+  probing: BreakerRecord[];
+  /** Queued tasks failed because their overall deadline passed. */
+  expired: string[];
+  revived: Revival[];
+  /** Patterns detected, patterns judged, and a degradation change. */
+  watch: WatchResult;
 }
 
 /** Name of the leadership lease that makes exactly one monitor act at a time. */
@@ -57,6 +77,8 @@ export class Monitor {
   private readonly log: Logger;
   private readonly planner: FailurePlanner;
   private readonly onSweep: MonitorOptions["onSweep"];
+  private readonly revival: RevivalOptions | null;
+  private readonly watch: Watch;
   private timer: TimerHandle | null = null;
   private stopped = true;
   private leading = false;
@@ -78,6 +100,12 @@ export class Monitor {
     this.log = (options.logger ?? silentLogger).child({ monitor: this.id });
     this.planner = options.planner ?? createPlanner();
     this.onSweep = options.onSweep;
+    this.revival = options.revival === false ? null : { ...DEFAULT_REVIVAL, ...options.revival };
+    this.watch = new Watch(this.store, {
+      patterns: options.patterns === false ? null : (options.patterns ?? DEFAULT_PATTERN_CONFIG),
+      degradation: options.degradation ?? null,
+      log: this.log,
+    });
   }
 
   /** True while this monitor holds the leadership lease. */
@@ -124,12 +152,19 @@ export class Monitor {
       this.sweepMs * 3,
     );
     if (!this.leading) return null;
-    // Another monitor may have taken backups while this one was not leading.
-    if (!wasLeading) this.newestBackup = undefined;
+    // Another monitor may have acted while this one was not leading.
+    if (!wasLeading) {
+      this.newestBackup = undefined;
+      this.watch.reset();
+    }
     const requeued = await this.store.sweepExpiredLeases(this.planner);
     const workers = await this.store.markSilentWorkers(this.unresponsiveMs, this.shutdownMs);
+    const probing = await this.store.advanceBreakers();
+    const expired = await this.store.expireDeadlines();
+    const revived = this.revival ? await this.store.reviveTasks(this.revival) : [];
+    const watch = await this.watch.sweep(this.clock.now());
     const backup = await this.backupIfDue();
-    const result = { requeued, workers, backup };
+    const result = { requeued, workers, backup, probing, expired, revived, watch };
     for (const t of requeued) {
       this.log.warn("lease expired", {
         task: t.taskId,
@@ -137,7 +172,15 @@ export class Monitor {
         action: t.decision.action,
       });
     }
-    if (requeued.length > 0 || workers.length > 0 || backup) this.onSweep?.(result);
+    for (const r of revived) {
+      this.log.info("task revived", { task: r.taskId, cause: r.cause, confidence: r.confidence });
+    }
+    const changed =
+      requeued.length + workers.length + probing.length + expired.length + revived.length > 0 ||
+      watch.patterns.length + watch.judged.length > 0 ||
+      watch.degradation !== null ||
+      backup !== null;
+    if (changed) this.onSweep?.(result);
     return result;
   }
 

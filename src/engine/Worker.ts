@@ -12,6 +12,7 @@ import { type Logger, silentLogger } from "../observe/logger.js";
 import { type ClassifierRule, classifyError, TaskTimeoutError } from "../recovery/classify.js";
 import type {
   ClaimedTask,
+  DegradationView,
   ExchangeResult,
   FailurePlanner,
   Outcome,
@@ -19,6 +20,7 @@ import type {
 } from "../store/store.js";
 import { type Clock, systemClock, type TimerHandle } from "./clock.js";
 import { createPlanner } from "./planner.js";
+import { NORMAL_DEGRADATION } from "../recovery/degrade.js";
 
 /** Options of a {@link Worker}. Durations in milliseconds. */
 export interface WorkerOptions {
@@ -71,6 +73,8 @@ export class Worker {
   private readonly planner: FailurePlanner;
 
   private readonly running = new Map<string, Running>();
+  /** The degradation level the store last reported, handed to handlers. */
+  private degradation: DegradationView = NORMAL_DEGRADATION;
   private outbox: Outcome[] = [];
   private pumping = false;
   private pumpAgain = false;
@@ -218,6 +222,7 @@ export class Worker {
           break;
         }
         const { settled, claimed } = result;
+        this.degradation = result.degradation;
         for (const s of settled) {
           if (!s.applied) this.log.warn("outcome refused", { task: s.taskId, reason: s.reason });
         }
@@ -312,6 +317,7 @@ export class Worker {
     const def = resolveHandler(this.handlers, task.handler);
     const parentLog = this.log;
     let log: Logger | undefined;
+    let quality: number | undefined;
     const ctx: TaskContext = {
       input: task.input,
       attempt: task.attempts,
@@ -325,6 +331,19 @@ export class Worker {
         return log;
       },
       heartbeat: () => this.schedulePump(),
+      setQuality: (score) => {
+        if (typeof score !== "number" || !(score >= 0 && score <= 1)) {
+          throw new MendError(
+            "invalid_argument",
+            `quality must be a number from 0 to 1, got ${String(score)}`,
+            {
+              score,
+            },
+          );
+        }
+        quality = score;
+      },
+      degradation: this.degradation,
     };
     try {
       const output = await raceAbort(
@@ -332,7 +351,13 @@ export class Worker {
         signal,
       );
       if (output !== undefined) JSON.stringify(output);
-      return { kind: "complete", taskId: task.id, token, output: output ?? null };
+      return {
+        kind: "complete",
+        taskId: task.id,
+        token,
+        output: output ?? null,
+        ...(quality === undefined ? {} : { quality }),
+      };
     } catch (err) {
       const reason = signal.aborted ? signal.reason : err;
       return {

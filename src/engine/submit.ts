@@ -1,4 +1,8 @@
-import { normalizeRetry, validateDefinition } from "../model/definition.js";
+import {
+  normalizeHandlerRecovery,
+  normalizeRetry,
+  validateDefinition,
+} from "../model/definition.js";
 import { parseDuration } from "../model/duration.js";
 import { type HandlerMap, handlerNames, resolveHandler } from "../model/handler.js";
 import type { WorkstreamSpec } from "../model/spec.js";
@@ -33,15 +37,34 @@ export async function submitWorkstream(
   return store.submit(spec, options.actor ?? "engine");
 }
 
-type RawTask = { retry?: unknown; timeout?: unknown };
+type RawTask = Partial<
+  Record<"retry" | "timeout" | "deadline" | "breaker" | "fallbacks" | "qualityThreshold", unknown>
+>;
 type RawDefinition = { tasks: RawTask[]; defaults?: RawTask };
 
-/** Where the definition says nothing about retry or timeout, the handler's settings apply. */
+/** Where the definition says nothing about a setting, the handler's own applies. */
 function applyHandlerDefaults(spec: WorkstreamSpec, raw: unknown, handlers: HandlerMap): void {
   const def = raw as RawDefinition;
+  const unset = (written: RawTask, key: keyof RawTask) =>
+    written[key] === undefined && def.defaults?.[key] === undefined;
   spec.tasks.forEach((task, i) => {
     const written = def.tasks[i] ?? {};
     const handler = resolveHandler(handlers, task.handler);
+    const recovery = normalizeHandlerRecovery(task.handler, handler);
+    if (recovery.breaker !== undefined && unset(written, "breaker")) {
+      task.breaker = recovery.breaker;
+      if (!(recovery.breaker in spec.breakers)) spec.breakers[recovery.breaker] = null;
+    }
+    if (recovery.deadlineMs !== undefined && unset(written, "deadline")) {
+      task.deadlineMs = recovery.deadlineMs;
+    }
+    if (recovery.fallbacks !== undefined && written.fallbacks === undefined) {
+      for (const option of recovery.fallbacks.options) resolveHandler(handlers, option.handler);
+      task.fallbacks = recovery.fallbacks;
+    }
+    if (recovery.qualityThreshold !== undefined && unset(written, "qualityThreshold")) {
+      task.qualityThreshold = recovery.qualityThreshold;
+    }
     if (handler.retry && written.retry === undefined && def.defaults?.retry === undefined) {
       task.retry = normalizeRetry(handler.retry);
     }

@@ -260,6 +260,52 @@ export const workstreamDefinitionSchema = z.strictObject({
     }),
 });
 
+/** The recovery settings a handler may declare with `defineTask`, as written. */
+const handlerRecoverySchema = z.object({
+  breaker: breakerNameSchema.optional(),
+  deadline: durationSchema(1).optional(),
+  fallbacks: fallbacksSchema.optional(),
+  qualityThreshold: qualitySchema.optional(),
+});
+
+/** A handler's recovery settings, validated and normalized (absent ones are left out). */
+export interface HandlerRecovery {
+  breaker?: string;
+  deadlineMs?: number;
+  fallbacks?: Omit<FallbackPlan, "tried">;
+  qualityThreshold?: number;
+}
+
+/**
+ * Validates the recovery settings of a handler declared with `defineTask` (`breaker`,
+ * `deadline`, `fallbacks`, `qualityThreshold`), in the definition file's formats.
+ *
+ * @throws MendError `invalid_argument` naming the handler and every problem.
+ */
+export function normalizeHandlerRecovery(name: string, def: object): HandlerRecovery {
+  const parsed = handlerRecoverySchema.safeParse(def, { error: errorMessage });
+  if (!parsed.success) {
+    const problems = problemsFromIssues(parsed.error.issues, []);
+    throw new MendError(
+      "invalid_argument",
+      `invalid recovery settings of handler "${name}":\n${listProblems(problems)}`,
+      { handler: name, problems },
+    );
+  }
+  const d = parsed.data;
+  const out: HandlerRecovery = {};
+  if (d.breaker !== undefined) out.breaker = d.breaker;
+  if (d.deadline !== undefined) out.deadlineMs = d.deadline;
+  if (d.fallbacks !== undefined) {
+    const { tried: _, ...plan } = normalizeFallbacks(d.fallbacks);
+    out.fallbacks = plan;
+  }
+  if (d.qualityThreshold !== undefined) out.qualityThreshold = d.qualityThreshold;
+  return out;
+}
+
+/** Fallbacks as written: a list of options (tried in order), or `{ selector, options }`. */
+export type FallbackDefinition = z.input<typeof fallbacksSchema>;
 /** A circuit breaker's settings as written in a definition (durations as text or ms). */
 export type BreakerDefinition = z.input<typeof breakerSchema>;
 /** A workstream definition as written by people, before validation and defaults. */

@@ -4,7 +4,8 @@
  * failure-classification rules.
  */
 import { MendError } from "../errors.js";
-import type { TaskRetryDefinition } from "./definition.js";
+import type { FallbackDefinition, TaskRetryDefinition } from "./definition.js";
+import type { DegradationView } from "../store/store.js";
 import type { FailureCategory } from "./failure.js";
 
 /** Structured logging for a running task; `data` is recorded alongside the message. */
@@ -29,6 +30,13 @@ export interface TaskContext<I = unknown> {
   log: TaskLogger;
   /** Reports progress; keeps a long-running task from looking stalled. */
   heartbeat(details?: unknown): void;
+  /**
+   * Scores this attempt's result in [0, 1]. Below the task's `qualityThreshold` the attempt is a
+   * `quality` failure (retried, or answered by a fallback); the score is stored with the result.
+   */
+  setQuality(score: number): void;
+  /** The system's degradation level when the task was claimed: do less when it is above 0. */
+  degradation: DegradationView;
 }
 
 /** A handler as a plain function; its result becomes the task's output. */
@@ -42,7 +50,12 @@ export interface ClassifierRule {
   recoverable?: boolean;
 }
 
-/** A handler with its recovery settings. */
+/**
+ * A handler with its recovery settings. `retry`, `timeout`, `breaker`, `deadline`, `fallbacks`
+ * and `qualityThreshold` apply to tasks of this handler whose definition does not set them, when
+ * the handlers are known at submission (`runWorkstream`, `submitWorkstream({ handlers })`,
+ * `mend run`); they take the definition file's formats.
+ */
 export interface TaskDefinition<I = unknown, O = unknown> {
   run: HandlerFn<I, O>;
   /** Same fields as a definition file's retry object, plus `backoff: "custom"` with `customDelay`. */
@@ -51,6 +64,14 @@ export interface TaskDefinition<I = unknown, O = unknown> {
   timeout?: string | number;
   /** Checked in order; the first match wins. */
   classify?: ClassifierRule[];
+  /** Circuit breaker guarding this handler's calls, shared by every worker. */
+  breaker?: string;
+  /** Overall deadline across all attempts, e.g. `"10m"`. */
+  deadline?: string | number;
+  /** Alternative handlers when this one fails for good (see the definition file's `fallbacks`). */
+  fallbacks?: FallbackDefinition;
+  /** Lowest acceptable result quality in [0, 1], checked against `ctx.setQuality`. */
+  qualityThreshold?: number;
 }
 
 /**

@@ -110,6 +110,14 @@ export interface DegradationView {
   capabilities: { [key: string]: JsonValue };
 }
 
+/** Level 0: what the system is before anything degraded it. */
+export const NORMAL_DEGRADATION: Readonly<DegradationView> = Object.freeze({
+  level: 0,
+  name: NORMAL_LEVEL_NAME,
+  quality: 1,
+  capabilities: {},
+});
+
 // ---------------------------------------------------------------------------------------------
 // Config
 
@@ -348,7 +356,7 @@ export function stepDegradation(
 export function levelView(config: DegradationConfig, level: number): DegradationView {
   checkLevel(level);
   const at = Math.min(level, config.levels.length);
-  if (at === 0) return { level: 0, name: NORMAL_LEVEL_NAME, quality: 1, capabilities: {} };
+  if (at === 0) return { ...NORMAL_DEGRADATION, capabilities: {} };
   const { name, quality, capabilities } = config.levels[at - 1]!;
   return { level: at, name, quality, capabilities: structuredClone(capabilities) };
 }

@@ -330,6 +330,8 @@ export interface Store {
     action: "open" | "close" | "reset",
     who: Actor,
   ): Promise<BreakerRecord>;
+  /** Opens a closed breaker early (a detected pattern); null when it was not closed. */
+  tripBreaker(name: string, reason: string): Promise<BreakerRecord | null>;
   /** Moves open breakers whose open time is up to half-open (the claim path does it too). */
   advanceBreakers(): Promise<BreakerRecord[]>;
   /**

@@ -122,6 +122,7 @@ import {
   listBreakerRows,
   openDueProbes,
   recordBreakerOutcome,
+  tripBreaker,
 } from "./breakers.js";
 import { reviveTasks } from "./revival.js";
 import {
@@ -1692,6 +1693,10 @@ export class SqliteStore implements Store {
 
   async controlBreaker(name: string, action: BreakerAction, who: Actor): Promise<BreakerRecord> {
     return controlBreaker(this, name, action, who);
+  }
+
+  async tripBreaker(name: string, reason: string): Promise<BreakerRecord | null> {
+    return tripBreaker(this, name, reason);
   }
 
   async advanceBreakers(): Promise<BreakerRecord[]> {

@@ -126,6 +126,23 @@ export function openDueProbes(store: SqliteStore, actor: string): BreakerRecord[
 }
 
 /**
+ * Opens a closed breaker early, as the monitor does when a failure pattern points at its
+ * dependency; it is probed again after its usual open time. Null when it was not closed.
+ */
+export function tripBreaker(
+  store: SqliteStore,
+  name: string,
+  reason: string,
+): BreakerRecord | null {
+  return store.write(() => {
+    const row = getBreakerRow(store, name);
+    if (row?.status !== "closed") return null;
+    const state = openState(row.config, now(store));
+    return changeStatus(store, row, state, { to: "open", reason }, "monitor", null);
+  });
+}
+
+/**
  * A person's action on a breaker: `open` forces it open until someone closes it, `close` closes
  * it, `reset` closes it and clears its counters (also when it is already closed). Logged as an
  * intervention. A breaker no task has named yet is created with the default settings.

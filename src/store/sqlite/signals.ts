@@ -5,6 +5,7 @@
  */
 import { MendError } from "../../errors.js";
 import type { DegradationRecord, PatternRecord } from "../../model/records.js";
+import { NORMAL_DEGRADATION } from "../../recovery/degrade.js";
 import type { DegradationView } from "../store.js";
 import { rowToDegradation, rowToPattern } from "./codec.js";
 import type { SqliteStore } from "./SqliteStore.js";
@@ -12,19 +13,18 @@ import type { SqliteStore } from "./SqliteStore.js";
 /** The one degradation row's id. */
 const SYSTEM = "system";
 
-/** Level 0: what the system is before anything degraded it. */
-export const NORMAL: DegradationView = Object.freeze({
-  level: 0,
-  name: "normal",
-  quality: 1,
-  capabilities: {},
-});
-
 /** The stored degradation level, or normal when none was ever recorded. */
 export function readDegradation(store: SqliteStore): DegradationRecord {
   const row = store.stmt("SELECT * FROM degradation WHERE id = ?").get(SYSTEM);
   if (row) return rowToDegradation(row as Record<string, unknown>);
-  return { id: SYSTEM, status: "normal", ...NORMAL, createdAt: 0, updatedAt: 0 };
+  return {
+    id: SYSTEM,
+    status: "normal",
+    ...NORMAL_DEGRADATION,
+    capabilities: {},
+    createdAt: 0,
+    updatedAt: 0,
+  };
 }
 
 /** Records a level change as a transition; null when `view` is the current level. */

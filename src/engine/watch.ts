@@ -1,0 +1,261 @@
+/**
+ * The monitor's view of how tasks are faring: it reads new outcomes from the transition log each
+ * sweep, feeds them to the pattern detectors and the degradation state machine, and records what
+ * they conclude in the store (patterns, the degradation level) and acts on it (opens a breaker
+ * early, degrades).
+ */
+import type { Failure } from "../model/failure.js";
+import type { PatternRecord, TaskRecord, TransitionRecord } from "../model/records.js";
+import type { Logger } from "../observe/logger.js";
+import { FAILED_ATTEMPT_EVENTS } from "../observe/metrics.js";
+import {
+  type DegradationConfig,
+  type DegradationMetrics,
+  type DegradationState,
+  errorWindows,
+  levelView,
+  stepDegradation,
+} from "../recovery/degrade.js";
+import {
+  type DetectedPattern,
+  detectPatterns,
+  emptyPatternState,
+  judgePattern,
+  type Observation,
+  type PatternConfig,
+  type PatternState,
+} from "../recovery/patterns.js";
+import type { Store } from "../store/store.js";
+
+/** Events that end an attempt well. */
+const OK_EVENTS = new Set(["task_completed", "task_recovered"]);
+/** Most log records read per sweep: a backlog is caught up over several sweeps. */
+const PAGE = 5000;
+/** Most outcomes kept for latency and error rates: bounds memory under any load. */
+const MAX_KEPT = 50_000;
+/** Tasks whose handler and breaker are remembered. */
+const MAX_TASK_INFO = 100_000;
+
+/** Options of a {@link Watch}. */
+export interface WatchOptions {
+  /** Pattern detection settings; null turns detection off. */
+  patterns: PatternConfig | null;
+  /** Degradation levels; null: the system never degrades. */
+  degradation: DegradationConfig | null;
+  /** Returns queue pressure in [0, 1] for the degradation triggers (default: none). */
+  pressure?: () => Promise<number | null>;
+  log: Logger;
+}
+
+/** What one sweep of the watch did. */
+export interface WatchResult {
+  patterns: PatternRecord[];
+  judged: { id: string; verdict: "confirmed" | "false_positive" }[];
+  degradation: { from: number; to: number; reason: string } | null;
+}
+
+/** An outcome as remembered for latency and error-rate windows. */
+interface Kept {
+  at: number;
+  ok: boolean;
+  durationMs: number | null;
+}
+
+/**
+ * State of the watch. It lives in the leading monitor; detected patterns and the degradation
+ * level are in the store, so a new leader starts from them (its detector baselines start over).
+ */
+export class Watch {
+  private cursor: number | null = null;
+  private patternState: PatternState = emptyPatternState();
+  private degradationState: DegradationState | null = null;
+  private readonly taskInfo = new Map<string, { handler: string; breaker: string | null }>();
+  private readonly startedAt = new Map<string, number>();
+  private kept: Kept[] = [];
+  /** Patterns waiting for their verdict, with the outcomes seen since. */
+  private pending: { pattern: DetectedPattern; after: Observation[] }[] = [];
+
+  constructor(
+    private readonly store: Store,
+    private readonly options: WatchOptions,
+  ) {}
+
+  /** Forgets everything but what is in the store (after losing and regaining leadership). */
+  reset(): void {
+    this.cursor = null;
+    this.patternState = emptyPatternState();
+    this.degradationState = null;
+    this.kept = [];
+    this.pending = [];
+  }
+
+  /** Reads the log since the last sweep, detects, judges, and steps the degradation level. */
+  async sweep(now: number): Promise<WatchResult> {
+    const observations = await this.readOutcomes();
+    const result: WatchResult = { patterns: [], judged: [], degradation: null };
+    if (this.options.patterns) await this.detect(this.options.patterns, observations, now, result);
+    if (this.options.degradation) await this.degrade(this.options.degradation, now, result);
+    return result;
+  }
+
+  private async readOutcomes(): Promise<Observation[]> {
+    if (this.cursor === null) {
+      // Start at the log's end: history before this leader is the metrics' business.
+      const [last] = await this.store.listTransitions({ newestFirst: true, limit: 1 });
+      this.cursor = last?.seq ?? 0;
+      return [];
+    }
+    const records = await this.store.listTransitions({ afterSeq: this.cursor, limit: PAGE });
+    if (records.length > 0) this.cursor = records.at(-1)!.seq;
+    const observations: Observation[] = [];
+    for (const t of records) {
+      if (t.entity !== "task") continue;
+      if (t.event === "task_started") {
+        this.startedAt.set(t.entityId, t.at);
+        continue;
+      }
+      const ok = OK_EVENTS.has(t.event);
+      if (!ok && !FAILED_ATTEMPT_EVENTS.has(t.event)) continue;
+      const info = await this.info(t);
+      if (!info) continue;
+      const started = this.startedAt.get(t.entityId);
+      this.startedAt.delete(t.entityId);
+      const durationMs = started === undefined ? null : t.at - started;
+      this.kept.push({ at: t.at, ok, durationMs });
+      const failure = (t.detail as { failure?: Failure } | null)?.failure;
+      observations.push({
+        at: t.at,
+        taskId: t.entityId,
+        workstreamId: t.workstreamId ?? "",
+        handler: info.handler,
+        ok,
+        ...(ok || !failure ? {} : { category: failure.category }),
+        keys: info.breaker === null ? [] : [`breaker:${info.breaker}`],
+        ...(durationMs === null ? {} : { durationMs }),
+      });
+    }
+    if (this.kept.length > MAX_KEPT) this.kept = this.kept.slice(-MAX_KEPT);
+    return observations;
+  }
+
+  /** A task's handler and breaker, from the store once, then remembered. */
+  private async info(
+    t: TransitionRecord,
+  ): Promise<{ handler: string; breaker: string | null } | null> {
+    let info = this.taskInfo.get(t.entityId);
+    if (!info) {
+      const task: TaskRecord | null = await this.store.getTask(t.entityId);
+      if (!task) return null;
+      info = { handler: task.handler, breaker: task.breaker };
+      if (this.taskInfo.size >= MAX_TASK_INFO) this.taskInfo.clear();
+      this.taskInfo.set(t.entityId, info);
+    }
+    return info;
+  }
+
+  private async detect(
+    config: PatternConfig,
+    observations: Observation[],
+    now: number,
+    result: WatchResult,
+  ): Promise<void> {
+    for (const p of this.pending) p.after.push(...observations);
+    const still: typeof this.pending = [];
+    for (const p of this.pending) {
+      const verdict = judgePattern(p.pattern, p.after, now);
+      if (verdict === null && now <= p.pattern.at + 2 * p.pattern.evidence.windowMs) {
+        still.push(p);
+        continue;
+      }
+      // Still undecided past twice its window (its subject had no outcomes, e.g. its breaker
+      // held them back): it stays active in the store, counted neither way.
+      if (verdict === null) continue;
+      await this.store.judgePattern(p.pattern.id, verdict, verdictReason(verdict));
+      result.judged.push({ id: p.pattern.id, verdict });
+    }
+    this.pending = still;
+
+    const detected = detectPatterns(config, this.patternState, observations, now);
+    this.patternState = detected.state;
+    if (detected.patterns.length === 0) return;
+    const recorded = await this.store.recordPatterns(
+      detected.patterns.map((p) => ({
+        id: `${p.id}@${p.at}`,
+        detector: p.detector,
+        subject: p.subject,
+        confidence: p.confidence,
+        message: p.message,
+        action: p.action,
+        detectedAt: p.at,
+      })),
+    );
+    result.patterns.push(...recorded);
+    for (const p of detected.patterns) {
+      this.pending.push({ pattern: { ...p, id: `${p.id}@${p.at}` }, after: [] });
+      this.options.log.warn("failure pattern", { pattern: p.id, message: p.message });
+      if (p.action.kind === "open_breaker") {
+        await this.store.tripBreaker(p.action.breaker, `pattern: ${p.message}`);
+      }
+    }
+  }
+
+  private async degrade(
+    config: DegradationConfig,
+    now: number,
+    result: WatchResult,
+  ): Promise<void> {
+    if (this.degradationState === null) {
+      const stored = await this.store.getDegradation();
+      this.degradationState = {
+        level: stored.level,
+        since: stored.updatedAt,
+        recoveringSince: null,
+      };
+    }
+    const metrics = await this.metrics(config, now);
+    const step = stepDegradation(config, this.degradationState, metrics);
+    this.degradationState = step.state;
+    if (!step.change) return;
+    await this.store.setDegradation(
+      levelView(config, step.change.to),
+      step.change.reason,
+      "monitor",
+    );
+    result.degradation = step.change;
+    this.options.log.warn("degradation level changed", { ...step.change });
+  }
+
+  private async metrics(config: DegradationConfig, now: number): Promise<DegradationMetrics> {
+    const longest = Math.max(config.windowMs, ...errorWindows(config));
+    this.kept = this.kept.filter((k) => k.at > now - longest);
+    const stats = (windowMs: number) => {
+      const inWindow = this.kept.filter((k) => k.at > now - windowMs);
+      const failed = inWindow.filter((k) => !k.ok).length;
+      return {
+        errorRate: inWindow.length === 0 ? 0 : failed / inWindow.length,
+        outcomes: inWindow.length,
+      };
+    };
+    const durations = this.kept
+      .filter((k) => k.at > now - config.windowMs && k.durationMs !== null)
+      .map((k) => k.durationMs!)
+      .sort((a, b) => a - b);
+    const p99 =
+      durations.length === 0
+        ? null
+        : durations[Math.min(durations.length - 1, Math.ceil(durations.length * 0.99) - 1)]!;
+    return {
+      at: now,
+      ...stats(config.windowMs),
+      windows: Object.fromEntries(errorWindows(config).map((w) => [w, stats(w)])),
+      p99LatencyMs: p99,
+      pressure: (await this.options.pressure?.()) ?? null,
+    };
+  }
+}
+
+function verdictReason(verdict: "confirmed" | "false_positive"): string {
+  return verdict === "confirmed"
+    ? "its subject kept failing after it was detected"
+    : "its subject's next outcomes succeeded";
+}
