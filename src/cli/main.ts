@@ -1,11 +1,15 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from "commander";
 import { isMendError } from "../errors.js";
+import { registerBreakers } from "./commands/breakers.js";
 import { registerDag } from "./commands/dag.js";
 import { registerDemo } from "./commands/demo.js";
 import { registerDeps } from "./commands/deps.js";
+import { registerDescribe } from "./commands/describe.js";
+import { registerDiagnose } from "./commands/diagnose.js";
 import { registerEvents } from "./commands/events.js";
 import { registerInterventions } from "./commands/interventions.js";
+import { registerMetrics } from "./commands/metrics.js";
 import { registerRun } from "./commands/run.js";
 import { registerShow } from "./commands/show.js";
 import { registerState } from "./commands/state.js";
@@ -43,12 +47,16 @@ export function buildProgram(): Command {
     registerWorker,
     registerStatus,
     registerShow,
+    registerDiagnose,
+    registerDescribe,
     registerEvents,
     registerTaskActions,
     registerWorkstream,
     registerDag,
     registerDeps,
+    registerBreakers,
     registerInterventions,
+    registerMetrics,
     registerState,
   ]) {
     register(program);

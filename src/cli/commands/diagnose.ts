@@ -3,6 +3,7 @@ import { countByStatus } from "../../engine/inspect.js";
 import { systemClock } from "../../engine/clock.js";
 import type { TaskRecord, TransitionRecord } from "../../model/records.js";
 import {
+  type BreakerStatusName,
   type Diagnosis,
   type Suggestion,
   ESCALATION_LABELS,
@@ -45,15 +46,23 @@ function eventLine(t: TransitionRecord): string {
   return `  ${time(t.at)}  ${t.event.padEnd(24)}${`${t.from ?? "(new)"} → ${t.to}`.padEnd(22)}${note}${by}`.trimEnd();
 }
 
+/** Every breaker's status by name: a task behind an open breaker is the engine's to revive. */
+async function breakerStatuses(store: Store): Promise<Record<string, BreakerStatusName>> {
+  return Object.fromEntries((await store.listBreakers()).map((b) => [b.id, b.status]));
+}
+
 async function diagnoseTaskRef(
   store: Store,
   task: TaskRecord,
   json: boolean | undefined,
   events: number,
 ): Promise<void> {
-  const workstream = await store.getWorkstream(task.workstreamId);
-  const tasks = await store.listTasks(task.workstreamId);
-  const d: Diagnosis = diagnose(task, { now: systemClock.now(), tasks, workstream });
+  const [workstream, tasks, breakers] = await Promise.all([
+    store.getWorkstream(task.workstreamId),
+    store.listTasks(task.workstreamId),
+    breakerStatuses(store),
+  ]);
+  const d: Diagnosis = diagnose(task, { now: systemClock.now(), tasks, workstream, breakers });
   if (json) return printJson(d);
   print(`task:      ${task.id}  (handler ${task.handler}${task.critical ? "" : ", not critical"})`);
   print(`status:    ${task.status}  attempts ${task.attempts}/${task.retry.maxAttempts}`);
@@ -93,8 +102,11 @@ export function registerDiagnose(program: Command): void {
           return diagnoseTaskRef(store, await resolveTask(store, ref), json, opts.events);
         }
         const ws = await resolveWorkstream(store, ref);
-        const tasks = await store.listTasks(ws.id);
-        const d = diagnoseWorkstream(ws, tasks, { now: systemClock.now() });
+        const [tasks, breakers] = await Promise.all([
+          store.listTasks(ws.id),
+          breakerStatuses(store),
+        ]);
+        const d = diagnoseWorkstream(ws, tasks, { now: systemClock.now(), breakers });
         if (json) return printJson(d);
         const counts = Object.entries(countByStatus(tasks))
           .filter(([, n]) => n > 0)

@@ -1,57 +1,192 @@
 import type { Command } from "commander";
+import { systemClock } from "../../engine/clock.js";
 import { countByStatus, viewWorkstream, type WorkstreamView } from "../../engine/inspect.js";
+import type {
+  BreakerRecord,
+  DegradationRecord,
+  TaskRecord,
+  WorkstreamRecord,
+} from "../../model/records.js";
+import { FINAL_WORKSTREAM_STATUSES } from "../../model/states.js";
+import {
+  type BreakerStatusName,
+  type DiagnosisCause,
+  ESCALATION_LABELS,
+  type EscalationLevel,
+  diagnose,
+} from "../../recovery/escalate.js";
+import type { Store } from "../../store/store.js";
 import { globals, resolveWorkstream, withStore } from "../context.js";
 import { print, printJson, table, time } from "../output.js";
+import { openUntil } from "./breakers.js";
+
+/** A failed task whose diagnosis needs a person (level 2 or more), and the command to try. */
+interface NeedsAPerson {
+  task: string;
+  key: string;
+  level: EscalationLevel;
+  cause: DiagnosisCause;
+  next: string;
+}
+
+/** What `mend status` shows besides the workstreams: breakers not closed, the degradation. */
+interface SystemState {
+  breakers: BreakerRecord[];
+  breakerStatus: Record<string, BreakerStatusName>;
+  degradation: DegradationRecord;
+}
+
+async function systemState(store: Store): Promise<SystemState> {
+  const [all, degradation] = await Promise.all([store.listBreakers(), store.getDegradation()]);
+  return {
+    breakers: all.filter((b) => b.status !== "closed"),
+    breakerStatus: Object.fromEntries(all.map((b) => [b.id, b.status])),
+    degradation,
+  };
+}
+
+/**
+ * The workstream's failed tasks at level 2 or more. An archived or merged workstream is closed
+ * for good, so nothing in it waits on a person.
+ */
+function needingAPerson(
+  ws: WorkstreamRecord,
+  tasks: readonly TaskRecord[],
+  system: SystemState,
+): NeedsAPerson[] {
+  if (FINAL_WORKSTREAM_STATUSES.has(ws.status)) return [];
+  const context = {
+    now: systemClock.now(),
+    tasks,
+    workstream: ws,
+    breakers: system.breakerStatus,
+  };
+  return tasks
+    .filter((t) => t.status === "failed")
+    .map((t) => ({ t, d: diagnose(t, context) }))
+    .filter(({ d }) => d.level >= 2)
+    .map(({ t, d }) => ({
+      task: t.id,
+      key: t.key,
+      level: d.level,
+      cause: d.cause,
+      next: d.next.command,
+    }));
+}
+
+/** The sections after the workstreams: who needs a person, breakers not closed, degradation. */
+function printAttention(needs: readonly NeedsAPerson[], system: SystemState): void {
+  if (needs.length > 0) {
+    print("");
+    print("needs a person (mend diagnose TASK says why):");
+    print(
+      table(
+        ["LEVEL", "TASK", "NEXT"],
+        needs.map((n) => [`${n.level} (${ESCALATION_LABELS[n.level]})`, n.task, n.next]),
+      ),
+    );
+  }
+  if (system.breakers.length > 0) {
+    print("");
+    print("circuit breakers not closed (mend breakers):");
+    print(
+      table(
+        ["NAME", "STATUS", "OPEN UNTIL"],
+        system.breakers.map((b) => [b.id, b.status.replace("_", "-"), openUntil(b)]),
+      ),
+    );
+  }
+  const d = system.degradation;
+  if (d.level > 0) {
+    print("");
+    print(
+      `degraded: level ${d.level} (${d.name}), result quality ×${d.quality}, since ${time(d.updatedAt)}`,
+    );
+  }
+}
 
 /** `mend status [WORKSTREAM]`. */
 export function registerStatus(program: Command): void {
   program
     .command("status")
-    .description("list workstreams, or show one workstream's tasks")
+    .description(
+      "list workstreams, or show one workstream's tasks; then what needs a person, open breakers and degradation",
+    )
     .argument("[workstream]", "workstream id, id prefix or name (newest of that name)")
     .action(async (ref: string | undefined, _opts: unknown, cmd: Command) => {
       const json = globals(cmd).json;
       await withStore(cmd, async (store) => {
+        const system = await systemState(store);
         if (ref === undefined) {
           const all = await store.listWorkstreams();
           const perWorkstream = await store.countTasks();
-          const rows = all.map((ws) => ({
-            ws,
-            counts: { ...countByStatus([]), ...perWorkstream.get(ws.id) },
-          }));
+          const rows = await Promise.all(
+            all.map(async (ws) => {
+              const counts = { ...countByStatus([]), ...perWorkstream.get(ws.id) };
+              // Only workstreams with failed tasks can have one that needs a person.
+              const needs =
+                counts.failed > 0 ? needingAPerson(ws, await store.listTasks(ws.id), system) : [];
+              return { ws, counts, needs };
+            }),
+          );
           if (json) {
+            // Stays a list of workstreams (scripts read it so); breakers and the degradation
+            // level are in `mend breakers --json` and `mend status WORKSTREAM --json`.
             printJson(
-              rows.map(({ ws, counts }) => ({
+              rows.map(({ ws, counts, needs }) => ({
                 id: ws.id,
                 name: ws.name,
                 status: ws.status,
                 createdAt: ws.createdAt,
                 tasks: counts,
+                needsAPerson: needs,
               })),
             );
             return;
           }
-          if (rows.length === 0) return print("no workstreams (submit one with: mend submit FILE)");
-          print(
-            table(
-              ["ID", "NAME", "STATUS", "DONE", "RUNNING", "FAILED", "CREATED"],
-              rows.map(({ ws, counts }) => [
-                ws.id,
-                ws.name,
-                ws.status,
-                `${counts.completed + counts.skipped}/${Object.values(counts).reduce((a, b) => a + b, 0)}`,
-                counts.running,
-                counts.failed,
-                time(ws.createdAt),
-              ]),
-            ),
+          if (rows.length === 0) print("no workstreams (submit one with: mend submit FILE)");
+          else {
+            print(
+              table(
+                ["ID", "NAME", "STATUS", "DONE", "RUNNING", "FAILED", "CREATED"],
+                rows.map(({ ws, counts }) => [
+                  ws.id,
+                  ws.name,
+                  ws.status,
+                  `${counts.completed + counts.skipped}/${Object.values(counts).reduce((a, b) => a + b, 0)}`,
+                  counts.running,
+                  counts.failed,
+                  time(ws.createdAt),
+                ]),
+              ),
+            );
+          }
+          printAttention(
+            rows.flatMap((r) => r.needs),
+            system,
           );
           return;
         }
         const ws = await resolveWorkstream(store, ref);
-        const view = viewWorkstream(ws, await store.listTasks(ws.id));
-        if (json) return printJson(view);
+        const tasks = await store.listTasks(ws.id);
+        const view = viewWorkstream(ws, tasks);
+        const needs = needingAPerson(ws, tasks, system);
+        if (json) {
+          const { level, name, status, quality } = system.degradation;
+          return printJson({
+            ...view,
+            needsAPerson: needs,
+            openBreakers: system.breakers.map((b) => ({
+              name: b.id,
+              status: b.status,
+              forced: b.forced,
+              openUntil: b.openUntil,
+            })),
+            degradation: { level, name, status, quality },
+          });
+        }
         printWorkstream(view);
+        printAttention(needs, system);
       });
     });
 }
