@@ -62,10 +62,11 @@ const EXPECTED: Record<EntityKind, Record<string, string[]>> = {
   breaker: {
     // (new) → open: a person opens a breaker no task has used yet.
     "": ["closed", "open"],
-    // closed → closed: a reset or new settings; open → open: a person forces it open.
+    // closed → closed: a reset or new settings; open → open: forced open or new settings;
+    // half_open → half_open: new settings while probes run.
     closed: ["closed", "open"],
     open: ["open", "half_open", "closed"],
-    half_open: ["closed", "open"],
+    half_open: ["closed", "open", "half_open"],
   },
   degradation: {
     "": ["normal", "degraded"],
@@ -157,9 +158,11 @@ describe("transition table", () => {
       "worker idle",
       "task pending",
       "workstream active",
-      // A breaker reset or reconfigured while closed, forced open while open.
+      // A breaker reset or reconfigured while closed, forced open or reconfigured while open,
+      // reconfigured while half-open.
       "breaker closed",
       "breaker open",
+      "breaker half_open",
       // A move between two degraded levels.
       "degradation degraded",
     ]);

@@ -59,7 +59,10 @@ function applyHandlerDefaults(spec: WorkstreamSpec, raw: unknown, handlers: Hand
       task.deadlineMs = recovery.deadlineMs;
     }
     if (recovery.fallbacks !== undefined && written.fallbacks === undefined) {
-      for (const option of recovery.fallbacks.options) resolveHandler(handlers, option.handler);
+      for (const option of recovery.fallbacks.options) {
+        resolveHandler(handlers, option.handler);
+        if (option.breaker !== undefined) spec.breakers[option.breaker] ??= null;
+      }
       task.fallbacks = recovery.fallbacks;
     }
     if (recovery.qualityThreshold !== undefined && unset(written, "qualityThreshold")) {

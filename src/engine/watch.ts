@@ -194,7 +194,7 @@ export class Watch {
       this.pending.push({ pattern: { ...p, id: `${p.id}@${p.at}` }, after: [] });
       this.options.log.warn("failure pattern", { pattern: p.id, message: p.message });
       if (p.action.kind === "open_breaker") {
-        await this.store.tripBreaker(p.action.breaker, `pattern: ${p.message}`);
+        await this.store.tripBreaker(p.action.breaker, `${p.detector} pattern detected`);
       }
     }
   }

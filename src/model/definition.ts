@@ -184,6 +184,7 @@ const fallbackOptionSchema = z.strictObject({
   qualityBelow: qualitySchema.optional(),
   after: durationSchema(0).optional(),
   quality: qualitySchema.optional(),
+  breaker: breakerNameSchema.optional(),
 });
 
 const fallbacksSchema = z.union([
@@ -591,6 +592,9 @@ function normalize(def: ParsedDefinition, inputs: readonly (string | undefined)[
   const breakers: Record<string, BreakerConfig | null> = {};
   for (const task of tasks) {
     if (task.breaker !== null) breakers[task.breaker] = null;
+    for (const option of task.fallbacks?.options ?? []) {
+      if (option.breaker !== undefined) breakers[option.breaker] = null;
+    }
   }
   for (const [name, written] of Object.entries(def.breakers ?? {})) {
     breakers[name] = breakerConfig(written);
@@ -637,6 +641,7 @@ function normalizeFallbacks(spec: z.output<typeof fallbacksSchema>): FallbackPla
       on: o.on ?? [],
       ...(o.qualityBelow === undefined ? {} : { qualityBelow: o.qualityBelow }),
       ...(o.after === undefined ? {} : { afterMs: o.after }),
+      ...(o.breaker === undefined ? {} : { breaker: o.breaker }),
       quality: o.quality ?? 1,
     })),
     tried: [],

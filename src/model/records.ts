@@ -95,6 +95,8 @@ export interface BreakerRecord {
   openUntil: number | null;
   /** Opened by a person: stays open until a person closes it. */
   forced: boolean;
+  /** When it last closed after being open (or a person reset it); null before that. */
+  closedAt: number | null;
   /** Counted failures in a row while closed; successes while half-open (liveness). */
   failures: number;
   successes: number;

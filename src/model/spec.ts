@@ -58,6 +58,8 @@ export interface FallbackOption {
   afterMs?: number;
   /** Multiplies the quality its results report (default 1). */
   quality: number;
+  /** The circuit breaker guarding this handler's calls (not the task's own). */
+  breaker?: string;
 }
 
 /** A task's fallbacks and which handlers it has run so far (its own first). */

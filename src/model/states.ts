@@ -113,12 +113,13 @@ export const TRANSITIONS = {
     unresponsive: ["idle", "busy", "shutdown"],
     shutdown: ["idle", "busy"],
   },
-  // closed → closed: a reset or a new configuration; open → open: a person forces it open.
+  // closed → closed: a reset or new settings; open → open: a person forces it open, or new
+  // settings; half_open → half_open: new settings while probes run.
   breaker: {
     "": ["closed", "open"],
     closed: ["closed", "open"],
     open: ["open", "half_open", "closed"],
-    half_open: ["closed", "open"],
+    half_open: ["closed", "open", "half_open"],
   },
   // degraded → degraded: a move between two degraded levels.
   degradation: {

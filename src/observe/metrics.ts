@@ -24,7 +24,8 @@ export const FAILED_ATTEMPT_EVENTS: ReadonlySet<string> = new Set([
   "task_quarantined",
 ]);
 
-const COMPLETION_EVENTS: ReadonlySet<string> = new Set(["task_completed", "task_recovered"]);
+/** Events that record a task's completion. */
+export const COMPLETION_EVENTS: ReadonlySet<string> = new Set(["task_completed", "task_recovered"]);
 
 /** Task states an episode can end in unrecovered; a later move out of them reopens the episode. */
 const SETTLED_TASK_STATES: ReadonlySet<string> = new Set(["failed", "cancelled", "skipped"]);

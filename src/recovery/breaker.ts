@@ -34,7 +34,7 @@ export function countsForBreaker(failure: Failure): boolean {
 /** The part of a breaker row its state machine reads and writes. */
 export type BreakerState = Pick<
   BreakerRecord,
-  "status" | "openedAt" | "openUntil" | "forced" | "failures" | "successes" | "window"
+  "status" | "openedAt" | "openUntil" | "forced" | "closedAt" | "failures" | "successes" | "window"
 >;
 
 /** A status change the store must record as a transition, with why. */
@@ -49,13 +49,14 @@ export interface BreakerStep {
   change: BreakerChange | null;
 }
 
-/** A closed breaker with clean counters. */
-export function closedState(): BreakerState {
+/** A closed breaker with clean counters; `closedAt` null for one that was never open. */
+export function closedState(closedAt: number | null): BreakerState {
   return {
     status: "closed",
     openedAt: null,
     openUntil: null,
     forced: false,
+    closedAt,
     failures: 0,
     successes: 0,
     window: [],
@@ -69,6 +70,7 @@ export function openState(config: BreakerConfig, now: number, forced = false): B
     openedAt: now,
     openUntil: forced ? null : now + config.openMs,
     forced,
+    closedAt: null,
     failures: 0,
     successes: 0,
     window: [],
@@ -97,7 +99,7 @@ export function recordOutcome(
     const successes = state.successes + 1;
     if (successes >= config.successThreshold) {
       return {
-        state: closedState(),
+        state: closedState(now),
         change: {
           to: "closed",
           reason: `${successes} half-open probe${successes === 1 ? "" : "s"} succeeded`,

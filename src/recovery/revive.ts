@@ -11,6 +11,11 @@ export const REVIVAL_CONFIDENCE = {
   breakerClosed: 0.9,
   /** The window a rate limit asked for has passed. */
   rateLimitPassed: 0.7,
+  /**
+   * The task's breaker is half-open and nothing else is waiting to probe it: the task runs as a
+   * probe (otherwise a breaker whose tasks all failed would never be probed, nor close).
+   */
+  halfOpenProbe: 0.6,
 } as const;
 
 /** Defaults of the monitor's revival sweep. */
@@ -33,18 +38,27 @@ export interface RevivalEvidence {
  */
 export function revivalEvidence(
   task: Pick<TaskRecord, "status" | "lastError" | "breaker" | "updatedAt">,
-  breaker: Pick<BreakerRecord, "id" | "status" | "updatedAt"> | null,
+  breaker: Pick<BreakerRecord, "id" | "status" | "closedAt"> | null,
   now: number,
   rateLimitWindowMs: number,
+  /** Probes a half-open breaker still wants (its probe limit less its tasks queued or running). */
+  probeSlots = 0,
 ): RevivalEvidence | null {
   const failure = task.lastError;
   if (task.status !== "failed" || !failure?.recoverable || failure.category === "worker_lost") {
     return null;
   }
-  if (breaker && breaker.status === "closed" && breaker.updatedAt > task.updatedAt) {
+  // Closed since the failure after being open (not merely reconfigured): its probes succeeded.
+  if (breaker?.status === "closed" && (breaker.closedAt ?? 0) > task.updatedAt) {
     return {
       cause: `breaker ${breaker.id} closed again`,
       confidence: REVIVAL_CONFIDENCE.breakerClosed,
+    };
+  }
+  if (breaker?.status === "half_open" && probeSlots > 0) {
+    return {
+      cause: `breaker ${breaker.id} is half-open: revived as a probe`,
+      confidence: REVIVAL_CONFIDENCE.halfOpenProbe,
     };
   }
   if (failure.category === "rate_limited") {
@@ -57,4 +71,15 @@ export function revivalEvidence(
     }
   }
   return null;
+}
+
+/**
+ * The deadline of a task that runs again (revived, or retried by a person): as long again from
+ * now as it was from submission, since the old one may have passed while it lay failed.
+ */
+export function restartedDeadline(
+  task: Pick<TaskRecord, "deadlineMs" | "createdAt">,
+  now: number,
+): number | null {
+  return task.deadlineMs === null ? null : now - task.createdAt + task.deadlineMs;
 }

@@ -23,14 +23,10 @@ import type {
 } from "../../model/records.js";
 import { formatDuration } from "../../model/duration.js";
 import { failure } from "../../model/failure.js";
-import type {
-  BreakerConfig,
-  FallbackOption,
-  FallbackPlan,
-  WorkstreamSpec,
-} from "../../model/spec.js";
+import type { FallbackOption, FallbackPlan, WorkstreamSpec } from "../../model/spec.js";
 import { countsForBreaker, probeSlots } from "../../recovery/breaker.js";
 import { chooseFallback, qualityFactor } from "../../recovery/fallback.js";
+import { restartedDeadline } from "../../recovery/revive.js";
 import {
   assertTransition,
   ENTITY_KINDS,
@@ -121,7 +117,9 @@ import {
   ensureBreakers,
   listBreakerRows,
   openDueProbes,
+  halfOpenBreakers,
   recordBreakerOutcome,
+  runningProbes,
   tripBreaker,
 } from "./breakers.js";
 import { reviveTasks } from "./revival.js";
@@ -795,14 +793,16 @@ export class SqliteStore implements Store {
       : planned;
     const streak = failure.category === "worker_lost" ? row.workerLostStreak + 1 : 0;
     const detail = { attempt: row.attempts, failure, decision, worker: row.leaseWorker };
-    if (decision.action === "fallback") {
+    if (fallback) {
       this.transition({
         kind: "task",
         id: row.id,
         from: "running",
         to: "queued",
         patch: {
-          handler: decision.handler,
+          handler: fallback.handler,
+          // The fallback's own breaker, if any: the primary's may be open for its outage.
+          breaker: fallback.breaker ?? null,
           fallbacks: { ...row.fallbacks!, tried: [...row.fallbacks!.tried, row.handler] },
           attempts: 0,
           runAt: now,
@@ -814,7 +814,7 @@ export class SqliteStore implements Store {
         event: "task_fallback",
         actor,
         workstreamId: row.workstreamId,
-        detail: { ...detail, from: row.handler, to: decision.handler },
+        detail: { ...detail, from: row.handler, to: fallback.handler },
       });
       this.wakePending = true;
       return decision;
@@ -1051,18 +1051,10 @@ export class SqliteStore implements Store {
     }) as ClaimRow[];
     // Half-open breakers let a few probes through: at most their limit running at once.
     if (rows.length < req.claim) {
-      const probing = this.stmt(
-        "SELECT id, config FROM breakers WHERE status = 'half_open'",
-      ).all() as { id: string; config: string }[];
-      for (const b of probing) {
+      for (const b of halfOpenBreakers(this)) {
         const want = req.claim - rows.length;
         if (want === 0) break;
-        const running = (
-          this.stmt("SELECT COUNT(*) AS n FROM tasks WHERE breaker = ? AND status = 'running'").get(
-            b.id,
-          ) as { n: number }
-        ).n;
-        const slots = probeSlots(JSON.parse(b.config) as BreakerConfig, running);
+        const slots = probeSlots(b.config, runningProbes(this, b));
         if (slots === 0) continue;
         rows.push(
           ...(this.stmt(claimSql("probe")).all({
@@ -1283,6 +1275,7 @@ export class SqliteStore implements Store {
         timeoutMs: overrides.timeoutMs ?? row.timeoutMs,
         workerLostStreak: 0,
         runAt: this.clock.now(),
+        deadlineMs: restartedDeadline(row, this.clock.now()),
       };
       this.transition({
         kind: "task",

@@ -38,6 +38,29 @@ export function getBreakerRow(store: SqliteStore, name: string): BreakerRecord |
   return row ? rowToBreaker(row as Record<string, unknown>) : null;
 }
 
+/** The breakers letting probes through now. */
+export function halfOpenBreakers(store: SqliteStore): BreakerRecord[] {
+  return (
+    store.stmt("SELECT * FROM breakers WHERE status = 'half_open'").all() as Record<
+      string,
+      unknown
+    >[]
+  ).map(rowToBreaker);
+}
+
+/**
+ * A half-open breaker's probes in flight: its tasks claimed since it became half-open. Tasks that
+ * started before it opened are not probes (they may belong to a dead worker, awaiting its lease).
+ */
+export function runningProbes(store: SqliteStore, breaker: BreakerRecord): number {
+  const row = store
+    .stmt(
+      "SELECT COUNT(*) AS n FROM tasks WHERE breaker = ? AND status = 'running' AND updated_at >= ?",
+    )
+    .get(breaker.id, breaker.updatedAt) as { n: number };
+  return row.n;
+}
+
 /** Every breaker, by name. */
 export function listBreakerRows(store: SqliteStore): BreakerRecord[] {
   return (store.stmt("SELECT * FROM breakers ORDER BY id").all() as Record<string, unknown>[]).map(
@@ -47,8 +70,8 @@ export function listBreakerRows(store: SqliteStore): BreakerRecord[] {
 
 /**
  * Creates the breakers a submission names. Settings written in the definition replace a
- * breaker's current ones (with an event); a breaker named without settings keeps what it has.
- * A half-open breaker keeps its settings until its probes decide.
+ * breaker's current ones (with an event), whatever its state; a breaker named without settings
+ * keeps what it has.
  */
 export function ensureBreakers(
   store: SqliteStore,
@@ -66,14 +89,14 @@ export function ensureBreakers(
         patch: {
           id: name,
           config: config ?? DEFAULT_BREAKER,
-          ...closedState(),
+          ...closedState(null),
           createdAt: now(store),
         },
         event: "breaker_created",
         actor,
         workstreamId: null,
       });
-    } else if (config && row.status !== "half_open" && !isDeepStrictEqual(config, row.config)) {
+    } else if (config && !isDeepStrictEqual(config, row.config)) {
       store.transition({
         kind: "breaker",
         id: name,
@@ -158,7 +181,7 @@ export function controlBreaker(
     if (!row && action !== "open") {
       throw new MendError("not_found", `no breaker named "${name}"`, { breaker: name });
     }
-    const detail = who.reason ? { reason: who.reason } : {};
+    const by = `by a person${who.reason ? `: ${who.reason}` : ""}`;
     if (!row) {
       const state = openState(DEFAULT_BREAKER, now(store), true);
       store.transition({
@@ -170,45 +193,28 @@ export function controlBreaker(
         event: "breaker_opened",
         actor: who.actor,
         workstreamId: null,
-        detail: { reason: "opened by a person", ...detail },
+        detail: { reason: `opened ${by}` },
       });
       row = getBreakerRow(store, name)!;
       store.intervention(who, `breaker:${name}`, null, pick(row));
       return row;
     }
     const before = pick(row);
-    if (action === "open") {
-      const state = openState(row.config, now(store), true);
-      changeStatus(
-        store,
-        row,
-        state,
-        { to: "open", reason: "opened by a person" },
-        who.actor,
-        detail,
-      );
-    } else if (action === "close" && row.status === "closed") {
+    if (action === "close" && row.status === "closed") {
       throw new MendError(
         "refused",
         `breaker "${name}" is already closed; use reset to clear its counters`,
-        {
-          breaker: name,
-        },
+        { breaker: name },
       );
+    }
+    if (action === "open") {
+      const state = openState(row.config, now(store), true);
+      changeStatus(store, row, state, { to: "open", reason: `opened ${by}` }, who.actor);
     } else {
-      const change = {
-        to: "closed" as const,
-        reason: `${action === "close" ? "closed" : "reset"} by a person`,
-      };
-      changeStatus(
-        store,
-        row,
-        closedState(),
-        change,
-        who.actor,
-        detail,
-        action === "reset" ? "breaker_reset" : undefined,
-      );
+      const verb = action === "close" ? "closed" : "reset";
+      const change = { to: "closed" as const, reason: `${verb} ${by}` };
+      const event = action === "reset" ? "breaker_reset" : undefined;
+      changeStatus(store, row, closedState(now(store)), change, who.actor, null, event);
     }
     const after = getBreakerRow(store, name)!;
     store.intervention(who, `breaker:${name}`, before, pick(after));
@@ -223,7 +229,7 @@ function changeStatus(
   state: BreakerState,
   change: BreakerChange,
   actor: string,
-  detail: Record<string, unknown> | null,
+  detail: Record<string, unknown> | null = null,
   event: EventName = CHANGE_EVENTS[change.to],
 ): BreakerRecord {
   const { status: _, ...patch } = state;

@@ -68,6 +68,7 @@ const BREAKER_COLUMNS: FieldMap<BreakerRecord> = {
   openedAt: ["opened_at", "plain"],
   openUntil: ["open_until", "plain"],
   forced: ["forced", "bool"],
+  closedAt: ["closed_at", "plain"],
   failures: ["failures", "plain"],
   successes: ["successes", "plain"],
   window: ["window", "json"],

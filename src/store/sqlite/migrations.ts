@@ -146,6 +146,7 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     opened_at INTEGER,
     open_until INTEGER,
     forced INTEGER NOT NULL,
+    closed_at INTEGER,
     failures INTEGER NOT NULL,
     successes INTEGER NOT NULL,
     window TEXT NOT NULL,

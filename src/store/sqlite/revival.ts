@@ -2,34 +2,67 @@
  * The monitor's revival sweep on the SQLite store: failed tasks whose cause has cleared are queued
  * again, each as one transition (`task_revived`) with the evidence and its confidence.
  */
-import { revivalEvidence } from "../../recovery/revive.js";
+import { restartedDeadline, revivalEvidence } from "../../recovery/revive.js";
 import type { Revival, RevivalOptions } from "../store.js";
-import { getBreakerRow } from "./breakers.js";
+import { getBreakerRow, runningProbes } from "./breakers.js";
 import { rowToTask } from "./codec.js";
 import type { SqliteStore } from "./SqliteStore.js";
 
-/** Revives what can be revived, in one write transaction. */
+/** Candidates read at a time. */
+const PAGE = 500;
+/**
+ * Most candidates one sweep looks at: tasks whose cause has not cleared (behind a breaker still
+ * open) are passed over to reach newer ones, within this bound on the sweep's cost.
+ */
+const MAX_SCANNED = 5000;
+
+/**
+ * Failed tasks that could be revived, oldest failure first: recoverable ones in workstreams that
+ * allow revival and are still open to recovery.
+ */
+function* candidates(store: SqliteStore, maxRevivals: number): Generator<Record<string, unknown>> {
+  let after: [number, string] = [-1, ""];
+  for (let scanned = 0; scanned < MAX_SCANNED; scanned += PAGE) {
+    const page = store
+      .stmt(
+        `SELECT t.* FROM tasks t JOIN workstreams w ON w.id = t.workstream_id
+         WHERE t.status = 'failed' AND t.revivals < @max AND w.revive = 1
+           AND w.status IN ('active', 'failed')
+           AND json_extract(t.last_error, '$.recoverable') = 1
+           AND (t.updated_at, t.id) > (@at, @id)
+         ORDER BY t.updated_at, t.id LIMIT ${PAGE}`,
+      )
+      .all({ max: maxRevivals, at: after[0], id: after[1] }) as Record<string, unknown>[];
+    yield* page;
+    if (page.length < PAGE) return;
+    const last = page.at(-1)!;
+    after = [last.updated_at as number, last.id as string];
+  }
+}
+
+/** Revives what can be revived (at most `options.limit` tasks), in one write transaction. */
 export function reviveTasks(store: SqliteStore, options: RevivalOptions): Revival[] {
   return store.write(() => {
     const now = store.clock.now();
-    // Oldest failures first; only recoverable ones in workstreams that allow revival and are
-    // still open to recovery.
-    const candidates = store
-      .stmt(
-        `SELECT t.* FROM tasks t JOIN workstreams w ON w.id = t.workstream_id
-         WHERE t.status = 'failed' AND t.revivals < ? AND w.revive = 1
-           AND w.status IN ('active', 'failed')
-           AND json_extract(t.last_error, '$.recoverable') = 1
-         ORDER BY t.updated_at LIMIT ?`,
-      )
-      .all(options.maxRevivals, options.limit) as Record<string, unknown>[];
     const revived: Revival[] = [];
     const touched = new Set<string>();
-    for (const r of candidates) {
+    /** Probes each half-open breaker still wants, counted down as tasks are revived as probes. */
+    const slots = new Map<string, number>();
+    for (const r of candidates(store, options.maxRevivals)) {
+      if (revived.length >= options.limit) break;
       const task = rowToTask(r);
       const breaker = task.breaker === null ? null : getBreakerRow(store, task.breaker);
-      const evidence = revivalEvidence(task, breaker, now, options.rateLimitWindowMs);
+      if (breaker?.status === "half_open" && !slots.has(breaker.id)) {
+        const queued = store
+          .stmt("SELECT COUNT(*) AS n FROM tasks WHERE breaker = ? AND status = 'queued'")
+          .get(breaker.id) as { n: number };
+        const waiting = queued.n + runningProbes(store, breaker);
+        slots.set(breaker.id, Math.max(0, breaker.config.halfOpenMaxCalls - waiting));
+      }
+      const probes = breaker ? (slots.get(breaker.id) ?? 0) : 0;
+      const evidence = revivalEvidence(task, breaker, now, options.rateLimitWindowMs, probes);
       if (!evidence || evidence.confidence < options.minConfidence) continue;
+      if (breaker?.status === "half_open") slots.set(breaker.id, probes - 1);
       const ready = store.depsSatisfied(task.id);
       const revival = task.revivals + 1;
       store.transition({
@@ -43,6 +76,7 @@ export function reviveTasks(store: SqliteStore, options: RevivalOptions): Reviva
           runAt: now,
           lastDelayMs: null,
           workerLostStreak: 0,
+          deadlineMs: restartedDeadline(task, now),
         },
         event: "task_revived",
         actor: "monitor",
