@@ -272,6 +272,18 @@ describe("mend demo", () => {
     expect(workerLost.every((t) => t.recovered)).toBe(true);
     expect(report.failures.byCategory.worker_lost).toBeGreaterThanOrEqual(1);
 
+    // The staged outage: the breaker opened for every worker, and what failed for good meanwhile
+    // was revived once it closed, with no person involved.
+    expect(result.outage).not.toBeNull();
+    expect(result.breaker).toMatchObject({ name: "search-api", status: "closed" });
+    expect(result.breaker!.opened).toBeGreaterThanOrEqual(1);
+    expect(result.revived.length).toBeGreaterThanOrEqual(1);
+    expect(result.revived.every((r) => r.completed && r.confidence > 0)).toBe(true);
+    expect(result.metrics.revivals.count).toBe(result.revived.length);
+    expect(result.metrics.autoRecoveryRate).toBe(1);
+    expect(result.metrics.interventions.total).toBe(0);
+    expect(result.metrics.health.system).toBeGreaterThan(0);
+
     // Every worker the demo started is gone, and the log it reported from is intact.
     for (const w of result.workers) expect(() => process.kill(w.pid, 0)).toThrow();
     const opened = await openStore(store);

@@ -10,6 +10,7 @@ export const DEMO_ENV = {
   seed: "MEND_DEMO_SEED",
   faultRate: "MEND_DEMO_FAULT_RATE",
   ledger: "MEND_DEMO_LEDGER",
+  outage: "MEND_DEMO_OUTAGE",
 } as const;
 
 /** Seed used when none is given. */
@@ -21,6 +22,8 @@ export const DEFAULT_FAULT_RATE = 0.3;
 export interface DemoHandlerConfig extends FaultConfig {
   /** JSONL file each successful handler execution is appended to; null to keep no ledger. */
   ledger: string | null;
+  /** While this file exists the search API is down (every call answers 503); null: never. */
+  outage: string | null;
 }
 
 /** The environment variables that carry `config` to a worker process. */
@@ -29,6 +32,7 @@ export function demoEnv(config: DemoHandlerConfig): Record<string, string> {
     [DEMO_ENV.seed]: String(config.seed),
     [DEMO_ENV.faultRate]: String(config.rate),
     ...(config.ledger === null ? {} : { [DEMO_ENV.ledger]: config.ledger }),
+    ...(config.outage === null ? {} : { [DEMO_ENV.outage]: config.outage }),
   };
 }
 
@@ -42,6 +46,7 @@ export function demoConfigFromEnv(env: NodeJS.ProcessEnv = process.env): DemoHan
     seed: parseSeed(env[DEMO_ENV.seed] ?? String(DEFAULT_SEED), DEMO_ENV.seed),
     rate: parseFaultRate(env[DEMO_ENV.faultRate] ?? String(DEFAULT_FAULT_RATE), DEMO_ENV.faultRate),
     ledger: env[DEMO_ENV.ledger] || null,
+    outage: env[DEMO_ENV.outage] || null,
   };
 }
 

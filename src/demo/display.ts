@@ -6,7 +6,7 @@ import { ProgressLine } from "../cli/progress.js";
 import { formatDuration } from "../model/duration.js";
 import type { TransitionRecord } from "../model/records.js";
 import type { TaskStatus } from "../model/states.js";
-import { COMPLETION_EVENTS, FAILURE_EVENTS } from "./report.js";
+import { COMPLETION_EVENTS, FAILED_ATTEMPT_EVENTS as FAILURE_EVENTS } from "../observe/metrics.js";
 
 /** Seconds since `startedAt`, right-aligned so event lines line up. */
 function stamp(startedAt: number): string {
@@ -74,8 +74,26 @@ export class Narrator {
   private readonly firstFailureAt = new Map<string, number>();
   private readonly categories = new Map<string, string[]>();
 
+  /** Times a breaker opened. */
+  breakerOpened = 0;
+  /** Tasks revived after their cause cleared. */
+  revived = 0;
+
   /** The event line for `t`, or null when it is not worth a line of its own. */
   narrate(t: TransitionRecord): string | null {
+    const reason = (t.detail as { reason?: string } | null)?.reason;
+    if (t.entity === "breaker") {
+      if (t.event === "breaker_opened") this.breakerOpened++;
+      const text: Partial<Record<string, string>> = {
+        breaker_opened: `⚡ breaker ${t.entityId} opened (${reason}): its tasks wait in the queue without using attempts`,
+        breaker_half_opened: `◐ breaker ${t.entityId} half-open: letting probes through`,
+        breaker_closed: `✓ breaker ${t.entityId} closed (${reason})`,
+      };
+      return text[t.event] ?? null;
+    }
+    if (t.entity === "pattern" && t.event === "pattern_detected") {
+      return `◆ pattern detected: ${(t.detail as { message?: string } | null)?.message ?? t.entityId}`;
+    }
     if (t.entity !== "task") return null;
     const key = t.entityId.slice(t.entityId.lastIndexOf("/") + 1);
     const detail = (t.detail ?? {}) as FailureDetail;
@@ -86,6 +104,11 @@ export class Narrator {
       this.categories.set(t.entityId, [...(this.categories.get(t.entityId) ?? []), category]);
       const mark = detail.decision?.action === "retry" ? "⚠" : "✗";
       return `${mark} ${key} attempt ${detail.attempt ?? "?"}: ${detail.failure?.message ?? category} → ${detail.decision?.reason ?? t.event}`;
+    }
+    if (t.event === "task_revived") {
+      this.revived++;
+      const d = t.detail as { cause?: string; confidence?: number };
+      return `↺ ${key} revived: ${d.cause} (confidence ${d.confidence})`;
     }
     const first = this.firstFailureAt.get(t.entityId);
     if (COMPLETION_EVENTS.has(t.event) && first !== undefined) {

@@ -1,8 +1,10 @@
 /**
  * The demo's seeded fault injector and the simulated flaky tools the agents call. Every decision
  * is a function of the seed, the task and the attempt, never of time or of which worker runs it,
- * so a demo run is reproducible whichever worker happens to pick a task up.
+ * so a demo run is reproducible whichever worker happens to pick a task up. The one exception is
+ * the staged outage of the search API, which the demo switches on and off while it watches.
  */
+import { existsSync } from "node:fs";
 
 /** The ways a simulated tool call can fail. */
 export const FAULT_KINDS = ["rate_limited", "unavailable", "connection_reset", "hang"] as const;
@@ -83,11 +85,12 @@ export function faultFor(
   taskKey: string,
   attempt: number,
   calls: number,
+  kinds: readonly FaultKind[] = FAULT_KINDS,
 ): Fault | null {
   if (attempt > MAX_FAULTY_ATTEMPT || config.rate <= 0 || calls <= 0) return null;
   const random = seededRandom(config.seed, "fault", taskKey, attempt);
   if (random() >= config.rate) return null;
-  const kind = FAULT_KINDS[Math.floor(random() * FAULT_KINDS.length)]!;
+  const kind = kinds[Math.floor(random() * kinds.length)]!;
   return { kind, call: Math.floor(random() * calls) };
 }
 
@@ -125,10 +128,16 @@ export interface CallSite {
  * attempt of a task makes a known number of calls; at most one of them fails.
  */
 export class FlakyTool {
+  /**
+   * @param outage while `outage.file` exists the tool is down: every call fails with a 503 (the
+   *   demo creates and removes the file to stage an outage). Its seeded faults are then never a
+   *   503, so that only the outage exhausts the attempts a 503 is given.
+   */
   constructor(
     readonly name: string,
     private readonly config: FaultConfig,
     private readonly latency: Latency,
+    private readonly outage: { file: string | null } | null = null,
   ) {}
 
   /**
@@ -140,7 +149,11 @@ export class FlakyTool {
     const random = seededRandom(this.config.seed, "latency", site.taskKey, site.attempt, index);
     const { minMs, maxMs } = this.latency;
     await sleep(Math.round(minMs + random() * (maxMs - minMs)), site.signal);
-    const fault = faultFor(this.config, site.taskKey, site.attempt, calls);
+    if (this.outage?.file && existsSync(this.outage.file)) {
+      throw new SimulatedHttpError(`${this.name}: 503 Service Unavailable (outage)`, 503);
+    }
+    const kinds = this.outage ? FAULT_KINDS.filter((k) => k !== "unavailable") : FAULT_KINDS;
+    const fault = faultFor(this.config, site.taskKey, site.attempt, calls, kinds);
     if (fault === null || fault.call !== index) return result();
     switch (fault.kind) {
       case "rate_limited":

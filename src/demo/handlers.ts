@@ -36,7 +36,7 @@ function demoTools(): Tools {
     tools = {
       config,
       llm: new FlakyTool("llm", config, { minMs: 250, maxMs: 550 }),
-      search: new FlakyTool("search", config, { minMs: 200, maxMs: 450 }),
+      search: new FlakyTool("search", config, { minMs: 200, maxMs: 450 }, { file: config.outage }),
     };
   }
   return tools;

@@ -7,20 +7,8 @@
 import { formatDuration } from "../model/duration.js";
 import type { TaskRecord, TransitionRecord, WorkstreamRecord } from "../model/records.js";
 import { TASK_STATUSES, type TaskStatus, TERMINAL_TASK_STATUSES } from "../model/states.js";
+import { COMPLETION_EVENTS, FAILED_ATTEMPT_EVENTS as FAILURE_EVENTS } from "../observe/metrics.js";
 import type { LedgerEntry } from "./ledger.js";
-
-/** Events that record a failed attempt; `detail.failure` holds the classified failure. */
-export const FAILURE_EVENTS: ReadonlySet<string> = new Set([
-  "task_retry_scheduled",
-  "task_timeout",
-  "worker_lost",
-  "task_failed",
-  "task_failed_noncritical",
-  "task_quarantined",
-]);
-
-/** Events that record a task's completion. */
-export const COMPLETION_EVENTS: ReadonlySet<string> = new Set(["task_completed", "task_recovered"]);
 
 /** Events a person causes on a task (an engine-made cancellation is not one of them). */
 const INTERVENTION_EVENTS: ReadonlySet<string> = new Set([

@@ -21,6 +21,9 @@ export const RESEARCH_HANDLERS = {
   review: "review",
 } as const;
 
+/** The circuit breaker guarding the search API, which every researcher calls. */
+export const SEARCH_BREAKER = "search-api";
+
 /** Most researcher agents the demo accepts. */
 export const MAX_AGENTS = 64;
 
@@ -72,12 +75,25 @@ export interface ReviewInput {
 /**
  * The research workstream for `agents` researchers. Timeouts and retry delays are short so the
  * demo finishes in well under a minute while still showing every kind of recovery: a hung call
- * times out after 2 s, and six attempts outlast the two faulty ones plus a lost worker.
+ * times out after 2 s, and six attempts outlast the two faulty ones plus a lost worker. A 503 gets
+ * two attempts only, and only the staged outage makes the search API answer 503, so during the
+ * outage some researchers fail for good, and are revived when the breaker guarding the API closes
+ * again.
  */
 export function researchWorkstream(agents: number): WorkstreamDefinition {
   const searches = Array.from({ length: agents }, (_, i) => `search-${i + 1}`);
   return defineWorkstream({
     name: RESEARCH_WORKSTREAM,
+    // Small numbers so the outage plays out in seconds: 3 failures in a row open the breaker for
+    // 2 s, then 2 probes must succeed to close it.
+    breakers: {
+      [SEARCH_BREAKER]: {
+        failureThreshold: 3,
+        open: "2s",
+        halfOpenMaxCalls: 2,
+        successThreshold: 2,
+      },
+    },
     defaults: {
       timeout: "2s",
       retry: {
@@ -101,6 +117,8 @@ export function researchWorkstream(agents: number): WorkstreamDefinition {
         id,
         handler: RESEARCH_HANDLERS.research,
         deps: ["plan"],
+        breaker: SEARCH_BREAKER,
+        retry: { on: { external_service: { maxAttempts: 2 } } },
         input: { agent: i + 1, query: researchQuery(i + 1) } satisfies ResearchInput,
       })),
       {

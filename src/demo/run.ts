@@ -6,7 +6,7 @@
  * The demo process itself runs no task: everything happens in the workers, through the store, as
  * it would in production. It uses real timers; engine code inside the workers uses the clock.
  */
-import { existsSync } from "node:fs";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { submitWorkstream } from "../engine/submit.js";
@@ -19,8 +19,9 @@ import type { LiveDisplay } from "./display.js";
 import { Narrator } from "./display.js";
 import handlers from "./handlers.js";
 import { readLedger } from "./ledger.js";
-import { COMPLETION_EVENTS, computeReport, type RecoveryReport } from "./report.js";
-import { MAX_AGENTS, RESEARCH_HANDLERS, researchWorkstream } from "./research.js";
+import { COMPLETION_EVENTS, computeMetrics, type RecoveryMetrics } from "../observe/metrics.js";
+import { computeReport, type RecoveryReport } from "./report.js";
+import { MAX_AGENTS, RESEARCH_HANDLERS, researchWorkstream, SEARCH_BREAKER } from "./research.js";
 import { LEASE, WorkerPool, type WorkerProcess } from "./workers.js";
 
 /** Tasks each demo worker runs at once. */
@@ -37,6 +38,12 @@ const REGISTER_TIMEOUT_MS = 20_000;
 const KILL_AFTER_RUNNING_MS = 300;
 /** How long workers have to exit after SIGTERM before they are killed. */
 const STOP_GRACE_MS = 5_000;
+/** How long a failed workstream is watched for revivals (a few monitor sweeps) before it counts. */
+const REVIVAL_GRACE_MS = 3_000;
+/** The staged outage of the search API lasts at least this long… */
+const OUTAGE_MIN_MS = 3_000;
+/** …and ends once a half-open probe has failed, or after this long at most. */
+const OUTAGE_MAX_MS = 8_000;
 
 /** Options of {@link runDemo}. */
 export interface DemoOptions {
@@ -49,8 +56,28 @@ export interface DemoOptions {
   workers: number;
   /** Store URL; default a fresh store from {@link freshDemoStoreUrl}. */
   storeUrl?: string;
+  /** Stage an outage of the search API while the researchers work (default true). */
+  outage?: boolean;
   /** Where live progress and events go; null for none (JSON output). */
   display: LiveDisplay | null;
+}
+
+/** The staged outage: when the search API went down and came back, in ms since the demo started. */
+export interface Outage {
+  startedAtMs: number;
+  endedAtMs: number | null;
+}
+
+/** What the search API's circuit breaker did, from the log. */
+export interface BreakerSummary {
+  name: string;
+  opened: number;
+  halfOpened: number;
+  closed: number;
+  /** Time spent open (not half-open), in ms. */
+  openMs: number;
+  /** Its state at the end. */
+  status: string;
 }
 
 /** The worker the demo killed. */
@@ -87,6 +114,12 @@ export interface DemoResult {
   /** Whole demo, workers' start and stop included. */
   elapsedMs: number;
   report: RecoveryReport;
+  outage: Outage | null;
+  breaker: BreakerSummary | null;
+  /** Tasks that failed for good and were revived once their cause cleared. */
+  revived: { task: string; cause: string; confidence: number; completed: boolean }[];
+  /** The recovery metrics of the whole run, as `mend metrics` computes them. */
+  metrics: RecoveryMetrics;
 }
 
 /**
@@ -103,11 +136,15 @@ export function freshDemoStoreUrl(now = new Date(), cwd = process.cwd()): string
 }
 
 /** The demo's side files, next to a SQLite store (else in the temporary directory). */
-function sideFiles(storeUrl: string): { ledger: string; workerLog: string } {
+function sideFiles(storeUrl: string): { ledger: string; workerLog: string; outage: string } {
   const base = storeUrl.startsWith("sqlite:")
     ? storeUrl.slice("sqlite:".length).replace(/\.db$/, "")
     : join(tmpdir(), `mend-demo-${process.pid}`);
-  return { ledger: `${base}.ledger.jsonl`, workerLog: `${base}.workers.log` };
+  return {
+    ledger: `${base}.ledger.jsonl`,
+    workerLog: `${base}.workers.log`,
+    outage: `${base}.outage`,
+  };
 }
 
 /**
@@ -169,6 +206,64 @@ function describeKill(
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * Whether to start the outage now: once research is under way and the worker kill is done (or,
+ * when there was nothing to kill, a second into the research), so both can be told apart.
+ */
+function outageDue(tasks: readonly TaskRecord[], kill: Kill | null, now: number): boolean {
+  const researching = tasks.filter(
+    (t) => t.handler === RESEARCH_HANDLERS.research && t.status === "running",
+  );
+  if (researching.length === 0) return false;
+  return kill !== null || researching.some((t) => now - t.updatedAt > 1_000);
+}
+
+/** What a breaker did over the log. */
+function summarizeBreaker(
+  name: string,
+  log: readonly TransitionRecord[],
+  now: number,
+): BreakerSummary | null {
+  const events = log.filter((t) => t.entity === "breaker" && t.entityId === name);
+  if (events.length === 0) return null;
+  let openMs = 0;
+  let openSince: number | null = null;
+  for (const t of events) {
+    if (openSince !== null && t.to !== "open") {
+      openMs += t.at - openSince;
+      openSince = null;
+    }
+    if (t.to === "open" && openSince === null) openSince = t.at;
+  }
+  if (openSince !== null) openMs += now - openSince;
+  const count = (event: string) => events.filter((t) => t.event === event).length;
+  return {
+    name,
+    opened: count("breaker_opened"),
+    halfOpened: count("breaker_half_opened"),
+    closed: count("breaker_closed"),
+    openMs,
+    status: events.at(-1)!.to,
+  };
+}
+
+/** The revivals in a workstream's log, and whether each revived task then completed. */
+function describeRevivals(transitions: readonly TransitionRecord[]): DemoResult["revived"] {
+  return transitions
+    .filter((t) => t.event === "task_revived")
+    .map((t) => {
+      const d = t.detail as { cause: string; confidence: number };
+      return {
+        task: t.entityId.slice(t.entityId.lastIndexOf("/") + 1),
+        cause: d.cause,
+        confidence: d.confidence,
+        completed: transitions.some(
+          (c) => c.entityId === t.entityId && c.seq > t.seq && COMPLETION_EVENTS.has(c.event),
+        ),
+      };
+    });
+}
 
 /**
  * Waits until every worker in `started` has registered in the store.
@@ -245,7 +340,12 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   const files = sideFiles(store.url);
   const pool = new WorkerPool({
     storeUrl: store.url,
-    env: demoEnv({ seed: options.seed, rate: options.faultRate, ledger: files.ledger }),
+    env: demoEnv({
+      seed: options.seed,
+      rate: options.faultRate,
+      ledger: files.ledger,
+      outage: files.outage,
+    }),
     concurrency: DEMO_CONCURRENCY,
     logPath: files.workerLog,
   });
@@ -280,10 +380,20 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     let kill: Kill | null = null;
     let replacement: WorkerProcess | null = null;
     let timedOut = false;
+    let outage: Outage | null = null;
+    let failedSince: number | null = null;
+    const endOutage = () => {
+      rmSync(files.outage, { force: true });
+      if (outage && outage.endedAtMs === null) {
+        outage.endedAtMs = elapsed();
+        display?.event("● outage over: the search API answers again");
+      }
+    };
     for (;;) {
       const ws = (await store.getWorkstream(workstreamId))!;
       const tasks = await store.listTasks(workstreamId);
-      for (const t of await store.listTransitions({ afterSeq, workstreamId })) {
+      // The whole log, not only the workstream's: breakers and patterns belong to no workstream.
+      for (const t of await store.listTransitions({ afterSeq })) {
         afterSeq = t.seq;
         const line = narrator.narrate(t);
         if (line) display?.event(line);
@@ -291,9 +401,30 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
       display?.update(
         "research",
         tasks,
-        `failures ${narrator.failures}  recovered ${narrator.recovered}  workers ${pool.alive.length}`,
+        `failures ${narrator.failures}  recovered ${narrator.recovered}  revived ${narrator.revived}  workers ${pool.alive.length}`,
       );
-      if (ws.status !== "active") break;
+      if (outage === null && options.outage !== false && outageDue(tasks, kill, Date.now())) {
+        writeFileSync(files.outage, "");
+        outage = { startedAtMs: elapsed(), endedAtMs: null };
+        display?.event(
+          `✗ outage: the search API answers 503 to every call (breaker ${SEARCH_BREAKER} guards it)`,
+        );
+      } else if (outage?.endedAtMs === null) {
+        const lasted = elapsed() - outage.startedAtMs;
+        // Ends once a probe failed (the breaker opened twice), so the demo shows the breaker
+        // reopening, and then closing and reviving the tasks that failed meanwhile.
+        if (lasted >= OUTAGE_MAX_MS || (lasted >= OUTAGE_MIN_MS && narrator.breakerOpened >= 2)) {
+          endOutage();
+        }
+      }
+      if (ws.status !== "active") {
+        // A workstream that failed may come back: the monitor revives tasks whose cause has
+        // cleared on its next sweeps. Only a failure that stays is the end.
+        failedSince ??= Date.now();
+        if (ws.status !== "failed" || Date.now() - failedSince > REVIVAL_GRACE_MS) break;
+      } else {
+        failedSince = null;
+      }
       if (interrupted) break;
       if (Date.now() - submittedAt > DEADLINE_MS) {
         timedOut = true;
@@ -331,11 +462,14 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
       }
       await sleep(POLL_MS);
     }
+    endOutage();
     await pool.stopAll(STOP_GRACE_MS);
     const workstream = (await store.getWorkstream(workstreamId))!;
     const tasks = await store.listTasks(workstreamId);
-    const transitions = await store.listTransitions({ workstreamId });
+    const log = await store.listTransitions();
+    const transitions = log.filter((t) => t.workstreamId === workstreamId);
     const executions = await readLedger(files.ledger);
+    const report = computeReport({ workstream, tasks, transitions, executions });
     return {
       store: store.url,
       ledger: files.ledger,
@@ -349,9 +483,18 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
       interrupted,
       timedOut,
       elapsedMs: elapsed(),
-      report: computeReport({ workstream, tasks, transitions, executions }),
+      report,
+      outage,
+      breaker: summarizeBreaker(SEARCH_BREAKER, log, Date.now()),
+      revived: describeRevivals(transitions),
+      metrics: computeMetrics({
+        transitions: log,
+        interventions: await store.listInterventions(),
+        to: Date.now(),
+      }),
     };
   } finally {
+    rmSync(files.outage, { force: true });
     display?.done();
     await pool.stopAll(STOP_GRACE_MS);
     process.off("SIGINT", onSignal);
