@@ -63,6 +63,7 @@ function task(key: string, fields: Partial<DiagnosableTask> = {}): DiagnosableTa
     compensation: null,
     quality: null,
     qualityThreshold: null,
+    escalation: null,
     createdAt: NOW - 60_000,
     updatedAt: NOW,
     ...fields,

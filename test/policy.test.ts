@@ -51,6 +51,7 @@ function task(fields: Partial<TaskRecord> = {}): TaskRecord {
     compensation: null,
     quality: null,
     qualityThreshold: null,
+    escalation: null,
     createdAt: NOW,
     updatedAt: NOW,
     ...fields,

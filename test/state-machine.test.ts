@@ -37,7 +37,8 @@ const EXPECTED: Record<EntityKind, Record<string, string[]>> = {
     running: ["completed", "queued", "failed", "cancelled", "pending"],
     // completed → pending: a person re-runs finished work (workstream retry, resume).
     completed: ["pending"],
-    failed: ["queued", "pending", "skipped"],
+    // failed → failed: escalated once automatic recovery had its time.
+    failed: ["queued", "pending", "skipped", "failed"],
     cancelled: ["queued", "pending", "skipped"],
     skipped: ["queued", "pending"],
   },
@@ -157,6 +158,7 @@ describe("transition table", () => {
     const selfLoops = new Set([
       "worker idle",
       "task pending",
+      "task failed",
       "workstream active",
       // A breaker reset or reconfigured while closed, forced open or reconfigured while open,
       // reconfigured while half-open.
@@ -207,7 +209,10 @@ describe("transition table", () => {
     // Only a running task can complete or fail, or a queued one whose deadline passed.
     for (const s of TASK_STATUSES) {
       expect(canTransition("task", s, "completed")).toBe(s === "running");
-      expect(canTransition("task", s, "failed")).toBe(s === "running" || s === "queued");
+      // (failed → failed records an escalation, not a new failure.)
+      expect(canTransition("task", s, "failed")).toBe(
+        s === "running" || s === "queued" || s === "failed",
+      );
     }
   });
 });

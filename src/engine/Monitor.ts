@@ -35,6 +35,11 @@ export interface MonitorOptions {
   patterns?: PatternConfig | false;
   /** Degradation levels; without them the system never degrades. */
   degradation?: DegradationConfig;
+  /**
+   * The escalation policy: a failed task still waiting for automatic recovery (a revival) after
+   * this long is escalated to a person (default 10 minutes).
+   */
+  escalateAfterMs?: number;
   id?: string;
   clock?: Clock;
   logger?: Logger;
@@ -54,6 +59,8 @@ export interface SweepResult {
   /** Queued tasks failed because their overall deadline passed. */
   expired: string[];
   revived: Revival[];
+  /** Failed tasks escalated to a person. */
+  escalated: string[];
   /** Patterns detected, patterns judged, and a degradation change. */
   watch: WatchResult;
 }
@@ -78,6 +85,7 @@ export class Monitor {
   private readonly planner: FailurePlanner;
   private readonly onSweep: MonitorOptions["onSweep"];
   private readonly revival: RevivalOptions | null;
+  private readonly escalateAfterMs: number;
   private readonly watch: Watch;
   private timer: TimerHandle | null = null;
   private stopped = true;
@@ -101,6 +109,7 @@ export class Monitor {
     this.planner = options.planner ?? createPlanner();
     this.onSweep = options.onSweep;
     this.revival = options.revival === false ? null : { ...DEFAULT_REVIVAL, ...options.revival };
+    this.escalateAfterMs = options.escalateAfterMs ?? 600_000;
     this.watch = new Watch(this.store, {
       patterns: options.patterns === false ? null : (options.patterns ?? DEFAULT_PATTERN_CONFIG),
       degradation: options.degradation ?? null,
@@ -162,9 +171,10 @@ export class Monitor {
     const probing = await this.store.advanceBreakers();
     const expired = await this.store.expireDeadlines();
     const revived = this.revival ? await this.store.reviveTasks(this.revival) : [];
+    const escalated = await this.store.escalateStale(this.escalateAfterMs);
     const watch = await this.watch.sweep(this.clock.now());
     const backup = await this.backupIfDue();
-    const result = { requeued, workers, backup, probing, expired, revived, watch };
+    const result = { requeued, workers, backup, probing, expired, revived, escalated, watch };
     for (const t of requeued) {
       this.log.warn("lease expired", {
         task: t.taskId,
@@ -176,7 +186,13 @@ export class Monitor {
       this.log.info("task revived", { task: r.taskId, cause: r.cause, confidence: r.confidence });
     }
     const changed =
-      requeued.length + workers.length + probing.length + expired.length + revived.length > 0 ||
+      requeued.length +
+        workers.length +
+        probing.length +
+        expired.length +
+        revived.length +
+        escalated.length >
+        0 ||
       watch.patterns.length + watch.judged.length > 0 ||
       watch.degradation !== null ||
       backup !== null;

@@ -4,9 +4,15 @@
  * failure-classification rules.
  */
 import { MendError } from "../errors.js";
-import type { FallbackDefinition, TaskRetryDefinition } from "./definition.js";
+import {
+  DEFAULT_TIMEOUT_MS,
+  type FallbackDefinition,
+  type TaskRetryDefinition,
+} from "./definition.js";
 import type { DegradationView } from "../store/store.js";
+import { parseDuration } from "./duration.js";
 import type { FailureCategory } from "./failure.js";
+import type { CompensationSpec } from "./spec.js";
 
 /** Structured logging for a running task; `data` is recorded alongside the message. */
 export interface TaskLogger {
@@ -72,7 +78,44 @@ export interface TaskDefinition<I = unknown, O = unknown> {
   fallbacks?: FallbackDefinition;
   /** Lowest acceptable result quality in [0, 1], checked against `ctx.setQuality`. */
   qualityThreshold?: number;
+  /**
+   * Undoes a completed task's effects when its workstream is compensated. Workers register it as
+   * the handler `<name>:compensate`; tasks of this handler whose definition sets no `compensate`
+   * use it.
+   */
+  compensate?: CompensateDefinition<I, O>;
 }
+
+/** What a compensating handler is given as `ctx.input`: the task it undoes, as it completed. */
+export interface CompensationInput<I = unknown, O = unknown> {
+  /** The completed task's id as written in the definition. */
+  task: string;
+  input: I;
+  output: O;
+}
+
+/**
+ * A compensating handler as a plain function. Written as a method's type so that its parameter is
+ * checked bivariantly: a handler map holds tasks of every input and output type (see
+ * {@link HandlerMap}), and the output appears here as an input.
+ */
+export type CompensateFn<I = unknown, O = unknown> = {
+  compensate(ctx: TaskContext<CompensationInput<I, O>>): unknown;
+}["compensate"];
+
+/** A compensating handler with its settings. */
+export interface CompensateTask<I = unknown, O = unknown> {
+  run: CompensateFn<I, O>;
+  /** Safe to repeat: retried with the default retry policy. Otherwise it runs once (default). */
+  idempotent?: boolean;
+  /** A duration such as `"30s"`, or milliseconds (default 10 minutes). */
+  timeout?: string | number;
+}
+
+/** How a task's effects are undone: a function, or one with its settings. */
+export type CompensateDefinition<I = unknown, O = unknown> =
+  | CompensateFn<I, O>
+  | CompensateTask<I, O>;
 
 /**
  * Handlers by name. Input is `never` here so that handlers declaring any input type fit: the
@@ -104,4 +147,80 @@ export function resolveHandler(map: HandlerMap, name: string): TaskDefinition {
   }
   const entry = map[name]!;
   return (typeof entry === "function" ? { run: entry } : entry) as TaskDefinition;
+}
+
+/** The handler a task's `compensate` is registered under: `<name>:compensate`. */
+export function compensationHandler(name: string): string {
+  return `${name}:compensate`;
+}
+
+/**
+ * The handlers plus, for every task object that declares `compensate`, its compensating handler
+ * registered as `<name>:compensate`, so that workers claim the compensating tasks. It keeps the
+ * task's `classify` rules: the same services fail the same ways.
+ *
+ * @throws MendError `invalid_argument` when a `compensate` is malformed, or its handler name is
+ * registered as well.
+ */
+export function withCompensations(map: HandlerMap): HandlerMap {
+  let out: HandlerMap | null = null;
+  for (const [name, entry] of Object.entries(map)) {
+    if (typeof entry === "function" || entry.compensate === undefined) continue;
+    const { run } = readCompensate(name, entry as TaskDefinition);
+    const handler = compensationHandler(name);
+    if (Object.hasOwn(map, handler)) {
+      throw new MendError(
+        "invalid_argument",
+        `handler "${name}" declares compensate, which is registered as "${handler}", and a handler "${handler}" is registered too; keep one of them`,
+        { handler },
+      );
+    }
+    out ??= { ...map };
+    out[handler] = { run, ...(entry.classify ? { classify: entry.classify } : {}) } as TaskDefinition<
+      never,
+      unknown
+    >;
+  }
+  return out ?? map;
+}
+
+/**
+ * The compensation that tasks of handler `name` get from its `compensate`; null without one.
+ *
+ * @throws MendError `invalid_argument` when the `compensate` is malformed.
+ */
+export function compensationSpecOf(name: string, def: TaskDefinition): CompensationSpec | null {
+  if (def.compensate === undefined) return null;
+  const { idempotent, timeoutMs } = readCompensate(name, def);
+  return { handler: compensationHandler(name), idempotent, timeoutMs };
+}
+
+/** A task's `compensate`, checked and with its defaults filled in. */
+function readCompensate(
+  name: string,
+  def: TaskDefinition,
+): { run: CompensateFn; idempotent: boolean; timeoutMs: number } {
+  const c = def.compensate as unknown;
+  const wrong = (what: string) =>
+    new MendError("invalid_argument", `handler "${name}": compensate ${what}`, { handler: name });
+  if (typeof c === "function") {
+    return { run: c as CompensateFn, idempotent: false, timeoutMs: DEFAULT_TIMEOUT_MS };
+  }
+  if (typeof c !== "object" || c === null || typeof (c as CompensateTask).run !== "function") {
+    throw wrong("must be a function, or an object with a run function");
+  }
+  const { run, idempotent, timeout } = c as CompensateTask;
+  if (idempotent !== undefined && typeof idempotent !== "boolean") {
+    throw wrong(`.idempotent must be true or false, got ${typeof idempotent}`);
+  }
+  let timeoutMs = DEFAULT_TIMEOUT_MS;
+  if (timeout !== undefined) {
+    try {
+      timeoutMs = parseDuration(timeout);
+    } catch (err) {
+      throw wrong(`.timeout: ${(err as Error).message}`);
+    }
+    if (timeoutMs <= 0) throw wrong(".timeout must be greater than 0");
+  }
+  return { run, idempotent: idempotent ?? false, timeoutMs };
 }

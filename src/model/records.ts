@@ -65,6 +65,8 @@ export interface TaskRecord {
   quality: number | null;
   /** Lowest acceptable quality; a result below it is a `quality` failure. */
   qualityThreshold: number | null;
+  /** For a task that failed for good: who must act, and the command to try; else null. */
+  escalation: Escalation | null;
   createdAt: number;
   updatedAt: number;
 }
@@ -82,6 +84,20 @@ export interface WorkstreamRecord {
   compensates: string | null;
   createdAt: number;
   updatedAt: number;
+}
+
+/**
+ * The escalation level of a task that failed for good (1 automatic, 2 operator command, 3 manual
+ * investigation, 4 code change) and the next command to try, from the recovery decision tree.
+ */
+export interface Escalation {
+  level: 1 | 2 | 3 | 4;
+  cause: string;
+  summary: string;
+  /** The command to try next, e.g. `mend retry ws_…/search-3 --max-attempts 6`. */
+  next: string;
+  /** Level 1: what the engine will do by itself. */
+  automatic: string | null;
 }
 
 /** A circuit breaker as stored, shared by every worker. Times are epoch ms. */

@@ -84,6 +84,7 @@ export type EntityKind = (typeof ENTITY_KINDS)[number];
  * - workstream `archived`, `merged`: final (see {@link FINAL_WORKSTREAM_STATUSES}).
  * - task `failed → queued` without a person: the monitor revives a task whose cause cleared.
  * - task `queued → failed`: its overall deadline passed while it waited to run again.
+ * - task `failed → failed`: escalated, automatic recovery having had its time.
  */
 export const TRANSITIONS = {
   task: {
@@ -92,7 +93,7 @@ export const TRANSITIONS = {
     queued: ["running", "pending", "cancelled", "skipped", "failed"],
     running: ["completed", "queued", "failed", "cancelled", "pending"],
     completed: ["pending"],
-    failed: ["queued", "pending", "skipped"],
+    failed: ["queued", "pending", "skipped", "failed"],
     cancelled: ["queued", "pending", "skipped"],
     skipped: ["queued", "pending"],
   },

@@ -35,6 +35,7 @@ export const EVENTS = {
   task_reset: "info",
   task_dependency_removed: "warning",
   task_revived: "info",
+  task_escalated: "error",
   task_fallback: "warning",
   compensation_scheduled: "warning",
   breaker_created: "info",

@@ -99,6 +99,7 @@ export function normalizeReplayed(snap: StateSnapshot): StateSnapshot {
     output: null,
     lastError: null,
     quality: null,
+    escalation: null,
   };
   for (const [id, t] of Object.entries(snap.tasks)) snap.tasks[id] = { ...taskDefaults, ...t };
   return snap;

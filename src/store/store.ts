@@ -330,6 +330,11 @@ export interface Store {
     action: "open" | "close" | "reset",
     who: Actor,
   ): Promise<BreakerRecord>;
+  /**
+   * Escalates failed tasks left to automatic recovery (level 1) for longer than `afterMs`: they
+   * get the level and next command a person needs (event `task_escalated`). Returns their ids.
+   */
+  escalateStale(afterMs: number): Promise<string[]>;
   /** Opens a closed breaker early (a detected pattern); null when it was not closed. */
   tripBreaker(name: string, reason: string): Promise<BreakerRecord | null>;
   /** Moves open breakers whose open time is up to half-open (the claim path does it too). */

@@ -122,6 +122,7 @@ import {
   runningProbes,
   tripBreaker,
 } from "./breakers.js";
+import { escalateStale, escalationOf } from "./escalation.js";
 import { reviveTasks } from "./revival.js";
 import {
   judgePattern,
@@ -247,16 +248,18 @@ export class SqliteStore implements Store {
   }
 
   private migrate(): void {
-    const version = this.db.pragma("user_version", { simple: true }) as number;
-    if (version > SQLITE_MIGRATIONS.length) {
-      throw new MendError(
-        "store_incompatible",
-        `store ${this.path} has schema version ${version}, newer than this Mend understands (${SQLITE_MIGRATIONS.length}); upgrade Mend or point --store at another file`,
-        { path: this.path, version, supported: SQLITE_MIGRATIONS.length },
-      );
-    }
+    // The version is read under the write lock: processes opening a new store at once would
+    // otherwise all see version 0 and apply the same migrations twice.
     this.db
       .transaction(() => {
+        const version = this.db.pragma("user_version", { simple: true }) as number;
+        if (version > SQLITE_MIGRATIONS.length) {
+          throw new MendError(
+            "store_incompatible",
+            `store ${this.path} has schema version ${version}, newer than this Mend understands (${SQLITE_MIGRATIONS.length}); upgrade Mend or point --store at another file`,
+            { path: this.path, version, supported: SQLITE_MIGRATIONS.length },
+          );
+        }
         for (let v = version; v < SQLITE_MIGRATIONS.length; v++) {
           this.db.exec(SQLITE_MIGRATIONS[v]!);
         }
@@ -863,12 +866,13 @@ export class SqliteStore implements Store {
     actor: string,
     record: { event?: EventName; detail: Record<string, unknown> },
   ): void {
+    const failed: TaskRecord = { ...row, ...patch, ...RELEASED_LEASE, status: "failed" };
     this.transition({
       kind: "task",
       id: row.id,
       from,
       to: "failed",
-      patch: { ...patch, ...RELEASED_LEASE },
+      patch: { ...patch, ...RELEASED_LEASE, escalation: escalationOf(this, failed) },
       event: record.event ?? (row.critical ? "task_failed" : "task_failed_noncritical"),
       actor,
       workstreamId: row.workstreamId,
@@ -1276,6 +1280,7 @@ export class SqliteStore implements Store {
         workerLostStreak: 0,
         runAt: this.clock.now(),
         deadlineMs: restartedDeadline(row, this.clock.now()),
+        escalation: null,
       };
       this.transition({
         kind: "task",
@@ -1690,6 +1695,10 @@ export class SqliteStore implements Store {
 
   async tripBreaker(name: string, reason: string): Promise<BreakerRecord | null> {
     return tripBreaker(this, name, reason);
+  }
+
+  async escalateStale(afterMs: number): Promise<string[]> {
+    return escalateStale(this, afterMs);
   }
 
   async advanceBreakers(): Promise<BreakerRecord[]> {

@@ -45,6 +45,7 @@ const TASK_COLUMNS: FieldMap<TaskRecord> = {
   compensation: ["compensation", "json"],
   quality: ["quality", "plain"],
   qualityThreshold: ["quality_threshold", "plain"],
+  escalation: ["escalation", "json"],
   createdAt: ["created_at", "plain"],
   updatedAt: ["updated_at", "plain"],
 };

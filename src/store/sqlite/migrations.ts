@@ -130,6 +130,7 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   ALTER TABLE tasks ADD COLUMN compensation TEXT;
   ALTER TABLE tasks ADD COLUMN quality REAL;
   ALTER TABLE tasks ADD COLUMN quality_threshold REAL;
+  ALTER TABLE tasks ADD COLUMN escalation TEXT;
   -- The claim gate and half-open probe count look tasks up by breaker; most tasks have none.
   CREATE INDEX tasks_breaker ON tasks(breaker, status) WHERE breaker IS NOT NULL;
   -- Revival scans failed tasks only.

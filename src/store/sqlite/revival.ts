@@ -77,6 +77,7 @@ export function reviveTasks(store: SqliteStore, options: RevivalOptions): Reviva
           lastDelayMs: null,
           workerLostStreak: 0,
           deadlineMs: restartedDeadline(task, now),
+          escalation: null,
         },
         event: "task_revived",
         actor: "monitor",
