@@ -21,11 +21,53 @@ export {
 } from "./model/handler.js";
 export { loadDefinitionFile, loadHandlersModule } from "./model/load.js";
 export type * from "./model/records.js";
-export type { RetryPolicy, TaskSpec, WorkstreamSpec } from "./model/spec.js";
+export type {
+  BreakerConfig,
+  CompensationPolicy,
+  CompensationSpec,
+  FallbackOption,
+  FallbackPlan,
+  RetryPolicy,
+  TaskSpec,
+  WorkstreamSpec,
+} from "./model/spec.js";
 export type { TaskStatus, WorkerStatus, WorkstreamStatus } from "./model/states.js";
 export { TRANSITIONS } from "./model/states.js";
+export {
+  COMPLETION_EVENTS,
+  computeMetrics,
+  FAILED_ATTEMPT_EVENTS,
+  type MetricsInput,
+  prometheusText,
+  type RecoveryMetrics,
+} from "./observe/metrics.js";
+export { DEFAULT_BREAKER } from "./recovery/breaker.js";
 export { classifyError } from "./recovery/classify.js";
+export {
+  type DegradationConfig,
+  type DegradationView,
+  parseDegradationConfig,
+} from "./recovery/degrade.js";
+export {
+  type Diagnosis,
+  diagnose,
+  diagnoseWorkstream,
+  ESCALATION_LABELS,
+  type EscalationLevel,
+} from "./recovery/escalate.js";
+export {
+  DEFAULT_PATTERN_CONFIG,
+  type PatternConfig,
+  parsePatternConfig,
+} from "./recovery/patterns.js";
+export {
+  effectivePolicy,
+  type EffectivePolicy,
+  POLICY_ORDER,
+  validatePolicy,
+} from "./recovery/policy.js";
 export { RETRY_PRESETS } from "./recovery/retry.js";
+export { DEFAULT_REVIVAL, REVIVAL_CONFIDENCE } from "./recovery/revive.js";
 export {
   type BackupInfo,
   type BackupOptions,
@@ -60,6 +102,8 @@ export {
 export type {
   Actor,
   DependencyRemoval,
+  Revival,
+  RevivalOptions,
   RecoveryOptions,
   RepairOptions,
   RepairOutcome,

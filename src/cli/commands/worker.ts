@@ -2,7 +2,9 @@ import type { Command } from "commander";
 import { Monitor } from "../../engine/Monitor.js";
 import { Worker } from "../../engine/Worker.js";
 import { parseDuration } from "../../model/duration.js";
-import { loadHandlersModule } from "../../model/load.js";
+import { loadDefinitionFile, loadHandlersModule } from "../../model/load.js";
+import { parseDegradationConfig } from "../../recovery/degrade.js";
+import { parsePatternConfig } from "../../recovery/patterns.js";
 import { createLogger } from "../../observe/logger.js";
 import { openStore, resolveStoreUrl } from "../../store/open.js";
 import { globals } from "../context.js";
@@ -17,6 +19,10 @@ interface WorkerCliOptions {
   grace: string;
   backupInterval: string;
   monitor: boolean;
+  revival: boolean;
+  patterns: string | boolean;
+  degradation?: string;
+  escalateAfter: string;
   id?: string;
 }
 
@@ -40,13 +46,40 @@ export function registerWorker(program: Command): void {
       "60s",
     )
     .option("--no-monitor", "do not take part in monitor election (lease reaping, backups)")
+    .option("--no-revival", "never revive failed tasks automatically (on any workstream)")
+    .option(
+      "--patterns <file>",
+      "failure pattern detection settings (JSON or YAML; see docs/patterns.md)",
+    )
+    .option("--no-patterns", "do not detect failure patterns")
+    .option(
+      "--degradation <file>",
+      "degradation levels and their triggers (JSON or YAML; see docs/degradation.md)",
+    )
+    .option(
+      "--escalate-after <duration>",
+      "escalate a failed task to a person when no revival came within this time",
+      "10m",
+    )
     .option("--id <id>", "worker id (default: generated)")
     .addHelpText(
       "after",
-      "\nOn SIGTERM or SIGINT the worker stops claiming, lets running tasks finish within the grace\nperiod, and releases the rest for other workers. A second signal exits at once.",
+      "\nOn SIGTERM or SIGINT the worker stops claiming, lets running tasks finish within the grace\nperiod, and releases the rest for other workers. A second signal exits at once.\n\nThe monitor (one elected among the workers on a store) reaps expired leases, probes circuit\nbreakers, revives failed tasks whose cause has cleared, detects failure patterns, steps the\ndegradation level, escalates what automatic recovery could not fix, and takes backups.",
     )
     .action(async (opts: WorkerCliOptions, cmd: Command) => {
       const handlers = await loadHandlersModule(opts.handlers);
+      // Settings are read and checked before anything starts: a bad file changes nothing.
+      const patterns =
+        typeof opts.patterns === "string"
+          ? parsePatternConfig(await loadDefinitionFile(opts.patterns))
+          : opts.patterns === false
+            ? false
+            : undefined;
+      const degradation =
+        opts.degradation === undefined
+          ? undefined
+          : parseDegradationConfig(await loadDefinitionFile(opts.degradation));
+      const escalateAfterMs = parseDuration(opts.escalateAfter);
       const logger = createLogger(globals(cmd).json ? "info" : undefined);
       const store = await openStore(resolveStoreUrl(globals(cmd).store));
       const worker = new Worker({
@@ -63,6 +96,10 @@ export function registerWorker(program: Command): void {
             store,
             sweepMs: parseDuration(opts.sweep),
             backupIntervalMs: parseDuration(opts.backupInterval),
+            revival: opts.revival ? undefined : false,
+            patterns,
+            degradation,
+            escalateAfterMs,
             logger,
           })
         : null;
