@@ -35,6 +35,8 @@ export interface MonitorOptions {
   patterns?: PatternConfig | false;
   /** Degradation levels; without them the system never degrades. */
   degradation?: DegradationConfig;
+  /** Resource pressure in [0, 1] for degradation triggers (default: the worker pool's load). */
+  pressure?: () => Promise<number | null>;
   /**
    * The escalation policy: a failed task still waiting for automatic recovery (a revival) after
    * this long is escalated to a person (default 10 minutes).
@@ -113,6 +115,7 @@ export class Monitor {
     this.watch = new Watch(this.store, {
       patterns: options.patterns === false ? null : (options.patterns ?? DEFAULT_PATTERN_CONFIG),
       degradation: options.degradation ?? null,
+      pressure: options.pressure,
       log: this.log,
     });
   }

@@ -6,6 +6,7 @@ import {
   handlerNames,
   resolveHandler,
   type TaskContext,
+  withCompensations,
 } from "../model/handler.js";
 import { newId, WORKSTREAM_ID_PREFIX } from "../model/ids.js";
 import { type Logger, silentLogger } from "../observe/logger.js";
@@ -94,8 +95,9 @@ export class Worker {
   constructor(options: WorkerOptions) {
     this.clock = options.clock ?? systemClock;
     this.store = options.store;
-    this.handlers = options.handlers;
-    this.handlerList = handlerNames(options.handlers);
+    // Tasks' `compensate` functions run as handlers of their own, claimed like any other.
+    this.handlers = withCompensations(options.handlers);
+    this.handlerList = handlerNames(this.handlers);
     if (this.handlerList.length === 0) {
       throw new MendError("invalid_argument", "a worker needs at least one handler");
     }

@@ -4,7 +4,13 @@ import {
   validateDefinition,
 } from "../model/definition.js";
 import { parseDuration } from "../model/duration.js";
-import { type HandlerMap, handlerNames, resolveHandler } from "../model/handler.js";
+import {
+  compensationSpecOf,
+  type HandlerMap,
+  handlerNames,
+  resolveHandler,
+  withCompensations,
+} from "../model/handler.js";
 import type { WorkstreamSpec } from "../model/spec.js";
 import type { Store } from "../store/store.js";
 
@@ -12,7 +18,8 @@ import type { Store } from "../store/store.js";
 export interface SubmitOptions {
   /**
    * When given, every task's handler must be one of these (checked before anything is written),
-   * and a handler's own `retry` and `timeout` apply to tasks whose definition sets neither.
+   * and a handler's own `retry` and `timeout` apply to tasks whose definition sets neither; its
+   * `compensate` (registered as `<name>:compensate`) to tasks whose definition sets none.
    */
   handlers?: HandlerMap;
   /** Largest accepted task input, in bytes of JSON. */
@@ -29,16 +36,20 @@ export async function submitWorkstream(
   definition: unknown,
   options: SubmitOptions = {},
 ): Promise<{ workstreamId: string; taskIds: string[] }> {
+  const handlers = options.handlers && withCompensations(options.handlers);
   const spec = validateDefinition(definition, {
-    handlers: options.handlers ? handlerNames(options.handlers) : undefined,
+    handlers: handlers ? handlerNames(handlers) : undefined,
     maxInputBytes: options.maxInputBytes,
   });
-  if (options.handlers) applyHandlerDefaults(spec, definition, options.handlers);
+  if (handlers) applyHandlerDefaults(spec, definition, handlers);
   return store.submit(spec, options.actor ?? "engine");
 }
 
 type RawTask = Partial<
-  Record<"retry" | "timeout" | "deadline" | "breaker" | "fallbacks" | "qualityThreshold", unknown>
+  Record<
+    "retry" | "timeout" | "deadline" | "breaker" | "fallbacks" | "qualityThreshold" | "compensate",
+    unknown
+  >
 >;
 type RawDefinition = { tasks: RawTask[]; defaults?: RawTask };
 
@@ -67,6 +78,9 @@ function applyHandlerDefaults(spec: WorkstreamSpec, raw: unknown, handlers: Hand
     }
     if (recovery.qualityThreshold !== undefined && unset(written, "qualityThreshold")) {
       task.qualityThreshold = recovery.qualityThreshold;
+    }
+    if (written.compensate === undefined) {
+      task.compensation = compensationSpecOf(task.handler, handler);
     }
     if (handler.retry && written.retry === undefined && def.defaults?.retry === undefined) {
       task.retry = normalizeRetry(handler.retry);

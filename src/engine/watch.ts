@@ -42,7 +42,7 @@ export interface WatchOptions {
   patterns: PatternConfig | null;
   /** Degradation levels; null: the system never degrades. */
   degradation: DegradationConfig | null;
-  /** Returns queue pressure in [0, 1] for the degradation triggers (default: none). */
+  /** Resource pressure in [0, 1] for the degradation triggers (default: {@link poolPressure}). */
   pressure?: () => Promise<number | null>;
   log: Logger;
 }
@@ -249,7 +249,9 @@ export class Watch {
       ...stats(config.windowMs),
       windows: Object.fromEntries(errorWindows(config).map((w) => [w, stats(w)])),
       p99LatencyMs: p99,
-      pressure: (await this.options.pressure?.()) ?? null,
+      pressure: usesPressure(config)
+        ? await (this.options.pressure ?? (() => poolPressure(this.store)))()
+        : null,
     };
   }
 }
@@ -258,4 +260,30 @@ function verdictReason(verdict: "confirmed" | "false_positive"): string {
   return verdict === "confirmed"
     ? "its subject kept failing after it was detected"
     : "its subject's next outcomes succeeded";
+}
+
+/** Whether any level's trigger or recovery condition looks at pressure. */
+function usesPressure(config: DegradationConfig): boolean {
+  return config.levels.some(
+    (l) => l.trigger.pressure !== undefined || l.recover.pressure !== undefined,
+  );
+}
+
+/**
+ * The worker pool's pressure: tasks running over the slots of the live workers, 1 when work is
+ * queued and no worker is live; null when there is neither work nor workers.
+ */
+export async function poolPressure(store: Store): Promise<number | null> {
+  const workers = (await store.listWorkers()).filter(
+    (w) => w.status === "idle" || w.status === "busy",
+  );
+  const slots = workers.reduce((n, w) => n + w.concurrency, 0);
+  let running = 0;
+  let queued = 0;
+  for (const counts of (await store.countTasks()).values()) {
+    running += counts.running ?? 0;
+    queued += counts.queued ?? 0;
+  }
+  if (slots === 0) return running + queued > 0 ? 1 : null;
+  return Math.min(1, running / slots);
 }
