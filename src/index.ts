@@ -44,6 +44,12 @@ export {
 export { DEFAULT_BREAKER } from "./recovery/breaker.js";
 export { classifyError } from "./recovery/classify.js";
 export {
+  type CompensationInput,
+  type CompensationOrder,
+  type CompensationPlan,
+  planCompensation,
+} from "./recovery/compensate.js";
+export {
   type DegradationConfig,
   type DegradationView,
   parseDegradationConfig,

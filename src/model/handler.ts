@@ -114,8 +114,7 @@ export interface CompensateTask<I = unknown, O = unknown> {
 
 /** How a task's effects are undone: a function, or one with its settings. */
 export type CompensateDefinition<I = unknown, O = unknown> =
-  | CompensateFn<I, O>
-  | CompensateTask<I, O>;
+  CompensateFn<I, O> | CompensateTask<I, O>;
 
 /**
  * Handlers by name. Input is `never` here so that handlers declaring any input type fit: the
@@ -176,10 +175,10 @@ export function withCompensations(map: HandlerMap): HandlerMap {
       );
     }
     out ??= { ...map };
-    out[handler] = { run, ...(entry.classify ? { classify: entry.classify } : {}) } as TaskDefinition<
-      never,
-      unknown
-    >;
+    out[handler] = {
+      run,
+      ...(entry.classify ? { classify: entry.classify } : {}),
+    } as TaskDefinition<never, unknown>;
   }
   return out ?? map;
 }
@@ -202,25 +201,25 @@ function readCompensate(
 ): { run: CompensateFn; idempotent: boolean; timeoutMs: number } {
   const c = def.compensate as unknown;
   const wrong = (what: string) =>
-    new MendError("invalid_argument", `handler "${name}": compensate ${what}`, { handler: name });
+    new MendError("invalid_argument", `handler "${name}": ${what}`, { handler: name });
   if (typeof c === "function") {
     return { run: c as CompensateFn, idempotent: false, timeoutMs: DEFAULT_TIMEOUT_MS };
   }
   if (typeof c !== "object" || c === null || typeof (c as CompensateTask).run !== "function") {
-    throw wrong("must be a function, or an object with a run function");
+    throw wrong("compensate must be a function, or an object with a run function");
   }
   const { run, idempotent, timeout } = c as CompensateTask;
   if (idempotent !== undefined && typeof idempotent !== "boolean") {
-    throw wrong(`.idempotent must be true or false, got ${typeof idempotent}`);
+    throw wrong(`compensate.idempotent must be true or false, got ${typeof idempotent}`);
   }
   let timeoutMs = DEFAULT_TIMEOUT_MS;
   if (timeout !== undefined) {
     try {
       timeoutMs = parseDuration(timeout);
     } catch (err) {
-      throw wrong(`.timeout: ${(err as Error).message}`);
+      throw wrong(`compensate.timeout: ${(err as Error).message}`);
     }
-    if (timeoutMs <= 0) throw wrong(".timeout must be greater than 0");
+    if (timeoutMs <= 0) throw wrong("compensate.timeout must be greater than 0");
   }
   return { run, idempotent: idempotent ?? false, timeoutMs };
 }

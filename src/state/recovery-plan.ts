@@ -6,6 +6,7 @@
  */
 import { dependentsOf, downstreamOf } from "../model/dag.js";
 import { satisfiesDependents, type TaskStatus, type WorkstreamStatus } from "../model/states.js";
+import type { CompensationPlan } from "../recovery/compensate.js";
 import type { Checkpoint, CheckpointTask } from "./checkpoints.js";
 
 /** What a plan needs to know of a task. */
@@ -58,6 +59,8 @@ export interface RecoveryPlan {
   /** Resources released. Always empty until resources exist (a later issue). */
   resourcesReleased: string[];
   workstream: { from: WorkstreamStatus; to: WorkstreamStatus };
+  /** A rollback with `--compensate`: what undoes the tasks completed since the checkpoint. */
+  compensation?: CompensationPlan;
 }
 
 /** The state an operation puts a task in before ready tasks are queued. */
@@ -69,19 +72,33 @@ interface Target {
 
 const FRESH: Target = { status: "pending", attempts: 0, note: null };
 const RERUN_NOTE = "completed: runs again (its effects were already applied once)";
+const UNDO_NOTE =
+  "completed since the checkpoint: its compensation undoes it; it waits until that completes";
 
 /**
  * Rollback to `checkpoint`: every task takes its state at the checkpoint (a task then queued or
  * running is pending again, with the attempts it had then), except that a task completed now
  * stays completed. Tasks that were completed or failed at the checkpoint but have been reopened
  * since cannot be given that outcome back (only a worker records one): they run again.
+ *
+ * Tasks in `undo` (completed since the checkpoint, undone by a compensation) are reset as well,
+ * but stay pending: running them again before their compensation has run would have it undo the
+ * new run.
  */
-export function planRollback(ws: PlanWorkstream, checkpoint: Checkpoint): RecoveryPlan {
+export function planRollback(
+  ws: PlanWorkstream,
+  checkpoint: Checkpoint,
+  undo: ReadonlySet<string> = new Set(),
+): RecoveryPlan {
   const then = new Map(checkpoint.tasks.map((t) => [t.key, t]));
   const kept: string[] = [];
   const targets = new Map<string, Target>();
   for (const task of ws.tasks) {
     const past = then.get(task.key)!;
+    if (undo.has(task.key)) {
+      targets.set(task.key, { ...rollbackTarget(task, past), note: UNDO_NOTE });
+      continue;
+    }
     if (task.status === "completed") {
       if (past.status !== "completed") kept.push(task.key);
       continue;
@@ -89,12 +106,12 @@ export function planRollback(ws: PlanWorkstream, checkpoint: Checkpoint): Recove
     targets.set(task.key, rollbackTarget(task, past));
   }
   const { seq, at, event, task } = checkpoint;
-  return finish(ws, targets, {
-    operation: "rollback",
-    checkpoint: { seq, at, event, task },
-    fromTask: null,
-    kept,
-  });
+  return finish(
+    ws,
+    targets,
+    { operation: "rollback", checkpoint: { seq, at, event, task }, fromTask: null, kept },
+    undo,
+  );
 }
 
 function rollbackTarget(now: PlanTask, past: CheckpointTask): Target {
@@ -174,13 +191,14 @@ function rerun(): Target {
 
 /**
  * Applies the targets, then settles what waits and what is ready: a pending or queued task is
- * queued exactly when its dependencies are satisfied (the DAG invariant), and the workstream's
- * status follows from its tasks as the store reconciles it.
+ * queued exactly when its dependencies are satisfied (the DAG invariant) and it is not `held`,
+ * and the workstream's status follows from its tasks as the store reconciles it.
  */
 function finish(
   ws: PlanWorkstream,
   targets: ReadonlyMap<string, Target>,
   rest: Pick<RecoveryPlan, "operation" | "checkpoint" | "fromTask" | "kept">,
+  held: ReadonlySet<string> = new Set(),
 ): RecoveryPlan {
   const byKey = new Map(ws.tasks.map((t) => [t.key, t]));
   const status = new Map(ws.tasks.map((t) => [t.key, targets.get(t.key)?.status ?? t.status]));
@@ -188,7 +206,7 @@ function finish(
   for (const t of ws.tasks) {
     const s = status.get(t.key);
     if (s === "pending" || s === "queued") {
-      status.set(t.key, t.deps.every(satisfied) ? "queued" : "pending");
+      status.set(t.key, !held.has(t.key) && t.deps.every(satisfied) ? "queued" : "pending");
     }
   }
   const changes: TaskChange[] = [];

@@ -12,6 +12,7 @@ import type {
 } from "../model/records.js";
 import type { WorkstreamSpec } from "../model/spec.js";
 import type { EntityKind, TaskStatus, WorkerStatus } from "../model/states.js";
+import type { CompensationOrder, CompensationPlan } from "../recovery/compensate.js";
 import type { FailureDecision } from "../recovery/retry.js";
 import type { BackupInfo, BackupOptions } from "../state/backups.js";
 import type { Checkpoint, CheckpointRef } from "../state/checkpoints.js";
@@ -177,6 +178,28 @@ export interface RetryOverrides {
 export interface RecoveryOptions {
   /** Compute and return the plan only: nothing is written. */
   dryRun?: boolean;
+  /**
+   * Rollback only: the tasks completed since the checkpoint that declare a compensation are
+   * undone by a compensation workstream and reset, instead of being kept.
+   */
+  compensate?: boolean;
+}
+
+/** Options of {@link Store.compensateWorkstream}. */
+export interface CompensateOptions {
+  /** Default: the order of the workstream's compensation policy. */
+  order?: CompensationOrder;
+  /** Compute and return the plan only: nothing is written. */
+  dryRun?: boolean;
+}
+
+/** What cancelling a workstream did. */
+export interface WorkstreamCancellation {
+  workstream: WorkstreamRecord;
+  /** Keys of the tasks cancelled; running ones lost their lease (their workers are told). */
+  cancelled: string[];
+  /** The compensation scheduled because the workstream's policy compensates on cancel. */
+  compensation: CompensationPlan | null;
 }
 
 /** What removing a dependency changed (or, in a dry run, would change). */
@@ -254,8 +277,10 @@ export interface Store {
   listCheckpoints(workstreamId: string, limit?: number): Promise<Checkpoint[]>;
   /**
    * Rolls a workstream back to a checkpoint: running tasks lose their lease, tasks take their
-   * state at the checkpoint (queued or running ones become pending), completed tasks stay. The
-   * store is backed up first (not for a dry run, nor for a rollback that is refused).
+   * state at the checkpoint (queued or running ones become pending), completed tasks stay. With
+   * `compensate`, those completed since the checkpoint that declare a compensation are undone by
+   * a compensation workstream and reset too; they wait (pending) until it completes. The store is
+   * backed up first (not for a dry run, nor for a rollback that is refused).
    */
   rollbackWorkstream(
     workstreamId: string,
@@ -284,6 +309,25 @@ export interface Store {
     who: Actor,
     options?: RecoveryOptions,
   ): Promise<DependencyRemoval>;
+  /**
+   * Cancels an active or failed workstream: its pending, queued and running tasks are cancelled
+   * (running ones lose their lease) and it ends `cancelled`; its completed tasks are compensated
+   * in the same transaction when its policy compensates on cancel (the default).
+   */
+  cancelWorkstream(workstreamId: string, who: Actor): Promise<WorkstreamCancellation>;
+  /**
+   * Undoes a finished (completed, failed or cancelled) workstream's completed tasks: a new
+   * workstream `compensate <name>` runs each one's compensating handler with the task's input
+   * and output, in the order asked for. Tasks without a compensation, or already compensated
+   * since they completed, are skipped; with nothing to undo nothing is written. Refused for an
+   * active, archived or merged workstream, a compensation itself, or one whose earlier
+   * compensation is still active.
+   */
+  compensateWorkstream(
+    workstreamId: string,
+    who: Actor,
+    options?: CompensateOptions,
+  ): Promise<CompensationPlan>;
   /** Closes a finished workstream for good (completed, failed or cancelled). */
   archiveWorkstream(workstreamId: string, who: Actor): Promise<WorkstreamRecord>;
   /** Records that a completed workstream's results were merged into their destination (final). */

@@ -1,7 +1,13 @@
-import type { Command } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
 import { MendError } from "../../errors.js";
+import { formatDuration } from "../../model/duration.js";
 import type { WorkstreamRecord } from "../../model/records.js";
 import type { TaskStatus } from "../../model/states.js";
+import {
+  COMPENSATION_ORDERS,
+  type CompensationOrder,
+  type CompensationPlan,
+} from "../../recovery/compensate.js";
 import type { Checkpoint, CheckpointRef } from "../../state/checkpoints.js";
 import type { RecoveryPlan } from "../../state/recovery-plan.js";
 import type { Store } from "../../store/store.js";
@@ -23,13 +29,15 @@ interface ChangeOptions {
 }
 
 /**
- * `mend workstream checkpoints|rollback|retry|retry-failed|resume|archive|merge`: a whole
- * workstream's checkpoints and recovery. Every change is logged as an intervention.
+ * `mend workstream checkpoints|rollback|retry|retry-failed|resume|cancel|compensate|archive|merge`:
+ * a whole workstream's checkpoints and recovery. Every change is logged as an intervention.
  */
 export function registerWorkstream(program: Command): void {
   const group = program
     .command("workstream")
-    .description("a workstream's checkpoints, rollback, re-runs, archive and merge");
+    .description(
+      "a workstream's checkpoints, rollback, re-runs, cancel, compensation, archive and merge",
+    );
 
   group
     .command("checkpoints")
@@ -56,17 +64,28 @@ export function registerWorkstream(program: Command): void {
         "--to <checkpoint>",
         "a seq from `mend workstream checkpoints`, or latest (the newest with nothing running)",
       )
+      .option(
+        "--compensate",
+        "undo the tasks completed since the checkpoint that declare a compensation, and run them again once undone (default: keep them)",
+      )
       .requiredOption("--reason <text>", "why, for the interventions log"),
-  ).action(async (ref: string, opts: ChangeOptions & { to: string }, cmd: Command) => {
-    const to = parseCheckpointRef(opts.to);
-    requireReason(opts.reason);
-    await withStore(cmd, async (store) => {
-      const ws = await resolveWorkstream(store, ref);
-      await recover(cmd, opts, ws, (dryRun) =>
-        store.rollbackWorkstream(ws.id, to, personActing(opts.reason), { dryRun }),
-      );
-    });
-  });
+  ).action(
+    async (
+      ref: string,
+      opts: ChangeOptions & { to: string; compensate?: boolean },
+      cmd: Command,
+    ) => {
+      const to = parseCheckpointRef(opts.to);
+      requireReason(opts.reason);
+      const compensate = opts.compensate === true;
+      await withStore(cmd, async (store) => {
+        const ws = await resolveWorkstream(store, ref);
+        await recover(cmd, opts, ws, (dryRun) =>
+          store.rollbackWorkstream(ws.id, to, personActing(opts.reason), { dryRun, compensate }),
+        );
+      });
+    },
+  );
 
   withChangeOptions(
     group
@@ -118,6 +137,78 @@ export function registerWorkstream(program: Command): void {
     });
   });
 
+  group
+    .command("cancel")
+    .description(
+      "cancel an active or failed workstream: its open tasks are cancelled (running ones stopped), and its completed tasks compensated if its policy says so (the default)",
+    )
+    .argument("<workstream>", "workstream id, id prefix or name")
+    .requiredOption("--reason <text>", "why, for the interventions log")
+    .option("-y, --yes", "do not ask for confirmation")
+    .action(async (ref: string, opts: ChangeOptions, cmd: Command) => {
+      requireReason(opts.reason);
+      await withStore(cmd, async (store) => {
+        const ws = await resolveWorkstream(store, ref);
+        const undo = ws.compensation.on.includes("cancelled")
+          ? ` Its completed tasks are then compensated (${ws.compensation.order} order).`
+          : "";
+        await confirm(
+          `cancel ${ws.name} ${ws.id} (now ${ws.status})? Its pending, queued and running tasks are cancelled.${undo}`,
+          opts.yes,
+        );
+        const done = await store.cancelWorkstream(ws.id, personActing(opts.reason));
+        if (globals(cmd).json) {
+          return printJson({
+            workstream: done.workstream.id,
+            status: done.workstream.status,
+            cancelled: done.cancelled,
+            compensation: done.compensation,
+          });
+        }
+        print(
+          `cancelled ${done.workstream.id}: ${plural(done.cancelled.length, "task")} cancelled${done.cancelled.length ? ` (${done.cancelled.join(", ")})` : ""}`,
+        );
+        if (done.compensation) printCompensation(done.compensation, "scheduled");
+      });
+    });
+
+  withChangeOptions(
+    group
+      .command("compensate")
+      .description(
+        "undo a finished workstream's completed tasks: a new workstream runs each one's compensation",
+      )
+      .argument("<workstream>", "workstream id, id prefix or name")
+      .option(
+        "--order <order>",
+        "reverse (last completed first, one at a time), parallel, or dependency (a task's dependents first); default: the workstream's policy",
+        parseOrder,
+      )
+      .requiredOption("--reason <text>", "why, for the interventions log"),
+  ).action(
+    async (ref: string, opts: ChangeOptions & { order?: CompensationOrder }, cmd: Command) => {
+      requireReason(opts.reason);
+      await withStore(cmd, async (store) => {
+        const ws = await resolveWorkstream(store, ref);
+        const run = (dryRun: boolean) =>
+          store.compensateWorkstream(ws.id, personActing(opts.reason), {
+            order: opts.order,
+            dryRun,
+          });
+        if (opts.dryRun) return reportCompensation(cmd, ws, await run(true), true);
+        if (!opts.yes) {
+          const preview = await run(true);
+          if (preview.steps.length === 0) return reportCompensation(cmd, ws, preview, false);
+          await confirm(
+            `compensate ${ws.name} ${ws.id}? ${plural(preview.steps.length, "compensating task")} run in ${preview.order} order (see --dry-run)`,
+            opts.yes,
+          );
+        }
+        reportCompensation(cmd, ws, await run(false), false);
+      });
+    },
+  );
+
   for (const [name, to, description] of [
     ["archive", "archived", "close a completed, failed or cancelled workstream for good"],
     ["merge", "merged", "record that a completed workstream's results were merged (final)"],
@@ -156,6 +247,15 @@ function withChangeOptions(cmd: Command): Command {
 
 function requireReason(reason: string | undefined): void {
   if (!reason?.trim()) throw new MendError("invalid_argument", "--reason must not be empty");
+}
+
+function parseOrder(value: string): CompensationOrder {
+  if (!(COMPENSATION_ORDERS as readonly string[]).includes(value)) {
+    throw new InvalidArgumentError(
+      `expected one of ${COMPENSATION_ORDERS.join(", ")}, got "${value}"`,
+    );
+  }
+  return value as CompensationOrder;
 }
 
 /** `latest`, or a checkpoint's seq. */
@@ -212,6 +312,8 @@ function question(ws: WorkstreamRecord, plan: RecoveryPlan): string {
   if (stopped) parts.push(`${plural(stopped, "running task")} stopped`);
   if (rerun) parts.push(`${plural(rerun, "completed task")} run again`);
   if (plan.kept.length) parts.push(`${plural(plan.kept.length, "completed task")} kept`);
+  const undone = plan.compensation?.steps.length ?? 0;
+  if (undone) parts.push(`${plural(undone, "completed task")} compensated, then run again`);
   return `${heading(ws, plan, "would")}? ${parts.join(", ")} (see --dry-run)`;
 }
 
@@ -262,8 +364,48 @@ function report(cmd: Command, ws: WorkstreamRecord, plan: RecoveryPlan, dryRun: 
   if (plan.resourcesReleased.length) {
     print(`resources released: ${plan.resourcesReleased.join(", ")}`);
   }
+  if (plan.compensation) printCompensation(plan.compensation, dryRun ? "would" : "scheduled");
   print(`workstream: ${plan.workstream.from} → ${plan.workstream.to}`);
   if (dryRun) print("nothing was changed (dry run)");
+}
+
+function reportCompensation(
+  cmd: Command,
+  ws: WorkstreamRecord,
+  plan: CompensationPlan,
+  dryRun: boolean,
+): void {
+  if (globals(cmd).json) return printJson({ ...plan, dryRun });
+  print(`${ws.name} ${ws.id} (${ws.status})`);
+  printCompensation(plan, dryRun ? "would" : "scheduled");
+  if (dryRun) print("nothing was changed (dry run)");
+}
+
+/** A compensation plan: each compensating task, what it undoes and what it waits for. */
+function printCompensation(plan: CompensationPlan, mood: "would" | "scheduled"): void {
+  if (plan.steps.length === 0) {
+    print("compensation: nothing to compensate");
+  } else {
+    print(
+      mood === "would"
+        ? `compensation (${plan.order} order) would run:`
+        : `compensation ${plan.compensationId} (${plan.order} order) scheduled:`,
+    );
+    print(
+      table(
+        ["UNDO", "TASK", "HANDLER", "AFTER", "ATTEMPTS", "TIMEOUT"],
+        plan.steps.map((s) => [
+          s.key,
+          s.task,
+          s.handler,
+          s.after.join(", ") || null,
+          s.idempotent ? "retried (idempotent)" : "1 (not idempotent)",
+          formatDuration(s.timeoutMs),
+        ]),
+      ),
+    );
+  }
+  for (const s of plan.skipped) print(`skipped: ${s.task} (${s.reason})`);
 }
 
 /** A checkpoint in the shape of the recovery procedures (`workstream_id`, `completed_tasks`, …). */

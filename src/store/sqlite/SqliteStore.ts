@@ -57,6 +57,7 @@ import {
 } from "../../state/journal.js";
 import { type BackupInfo, type BackupOptions, listBackupsOf } from "../../state/backups.js";
 import type { Checkpoint, CheckpointRef } from "../../state/checkpoints.js";
+import type { CompensationPlan } from "../../recovery/compensate.js";
 import type { RecoveryPlan } from "../../state/recovery-plan.js";
 import { ChainVerifier, GENESIS_HASH, transitionHash } from "../chain.js";
 import {
@@ -70,6 +71,7 @@ import {
 import type {
   Actor,
   ClaimedTask,
+  CompensateOptions,
   DependencyRemoval,
   ExchangeRequest,
   ExchangeResult,
@@ -88,6 +90,7 @@ import type {
   DegradationView,
   Revival,
   RevivalOptions,
+  WorkstreamCancellation,
 } from "../store.js";
 import { integrityProblems, takeBackup } from "./backup.js";
 import { readCheckpoints } from "./checkpoints.js";
@@ -131,7 +134,9 @@ import {
   recordPatterns,
   setDegradation,
 } from "./signals.js";
+import { compensateWorkstream, onWorkstreamEnded } from "./compensation.js";
 import {
+  cancelWorkstream,
   closeWorkstream,
   removeDependency,
   resumeWorkstream,
@@ -577,77 +582,34 @@ export class SqliteStore implements Store {
     spec: WorkstreamSpec,
     actor = "engine",
   ): Promise<{ workstreamId: string; taskIds: string[] }> {
-    const now = this.clock.now();
-    const wsId = newId(WORKSTREAM_ID_PREFIX.slice(0, -1), now);
-    const taskIds: string[] = [];
-    const deps: [string, string][] = [];
-    const records = [
-      this.prepare({
-        kind: "workstream",
-        id: wsId,
-        from: null,
-        to: "active",
-        patch: {
-          id: wsId,
-          name: spec.name,
-          onFailure: spec.onFailure,
-          revive: spec.revive,
-          compensation: spec.compensation,
-          compensates: null,
-          createdAt: now,
-        },
-        event: "workstream_created",
-        actor,
-        workstreamId: wsId,
-      }),
-    ];
-    for (const t of spec.tasks) {
-      const id = makeTaskId(wsId, t.key);
-      taskIds.push(id);
-      deps.push(...dependencyRows(wsId, id, t.deps));
-      records.push(
-        this.prepare({
-          kind: "task",
-          id,
-          from: null,
-          to: t.deps.length === 0 ? "queued" : "pending",
-          patch: {
-            id,
-            workstreamId: wsId,
-            key: t.key,
-            handler: t.handler,
-            input: t.input ?? null,
-            priority: t.priority,
-            attempts: 0,
-            retry: t.retry,
-            timeoutMs: t.timeoutMs,
-            deadlineMs: t.deadlineMs,
-            critical: t.critical,
-            deps: t.deps,
-            runAt: now,
-            workerLostStreak: 0,
-            idempotencyKey: id,
-            breaker: t.breaker,
-            revivals: 0,
-            fallbacks: t.fallbacks && { ...t.fallbacks, tried: [] },
-            compensation: t.compensation,
-            qualityThreshold: t.qualityThreshold,
-            createdAt: now,
-          },
-          event: "task_created",
-          actor,
-          workstreamId: wsId,
-        }),
-      );
-    }
-    this.write(() => {
-      ensureBreakers(this, spec.breakers, actor);
-      for (const r of records) this.apply(r);
-      const depInsert = this.stmt("INSERT INTO task_deps (task_id, dep_id) VALUES (?, ?)");
-      for (const [task, dep] of deps) depInsert.run(task, dep);
-      this.wakePending = true;
-    });
-    return { workstreamId: wsId, taskIds };
+    const created = creationOf(spec, this.clock.now(), actor, SUBMITTED);
+    const records = created.changes.map((c) => this.prepare(c));
+    this.write(() => this.insertCreated(spec, created, records, actor));
+    return { workstreamId: created.workstreamId, taskIds: created.taskIds };
+  }
+
+  /**
+   * Creates a workstream inside the open write transaction, as part of another change (a
+   * compensation scheduled as a workstream fails); returns its id. @internal
+   */
+  createWorkstream(spec: WorkstreamSpec, actor: string, origin: WorkstreamOrigin): string {
+    const created = creationOf(spec, this.clock.now(), actor, origin);
+    const records = created.changes.map((c) => this.prepare(c));
+    this.insertCreated(spec, created, records, actor);
+    return created.workstreamId;
+  }
+
+  private insertCreated(
+    spec: WorkstreamSpec,
+    created: Creation,
+    records: PreparedChange[],
+    actor: string,
+  ): void {
+    ensureBreakers(this, spec.breakers, actor);
+    for (const r of records) this.apply(r);
+    const depInsert = this.stmt("INSERT INTO task_deps (task_id, dep_id) VALUES (?, ?)");
+    for (const [task, dep] of created.deps) depInsert.run(task, dep);
+    this.wakePending = true;
   }
 
   // ---------------------------------------------------------------- worker round trip
@@ -1041,6 +1003,8 @@ export class SqliteStore implements Store {
       workstreamId: ws.id,
       detail: to === "failed" ? { unsatisfiedTasks: unsatisfied.n } : null,
     });
+    // In the same transaction: a failure its policy compensates, or a compensation that is done.
+    onWorkstreamEnded(this, { ...ws, status: to }, actor);
   }
 
   private claim(req: ExchangeRequest): ClaimedTask[] {
@@ -1739,6 +1703,18 @@ export class SqliteStore implements Store {
     judgePattern(this, id, verdict, reason);
   }
 
+  async cancelWorkstream(workstreamId: string, who: Actor): Promise<WorkstreamCancellation> {
+    return cancelWorkstream(this, workstreamId, who);
+  }
+
+  async compensateWorkstream(
+    workstreamId: string,
+    who: Actor,
+    options: CompensateOptions = {},
+  ): Promise<CompensationPlan> {
+    return compensateWorkstream(this, workstreamId, who, options);
+  }
+
   async archiveWorkstream(workstreamId: string, who: Actor): Promise<WorkstreamRecord> {
     return closeWorkstream(this, workstreamId, "archived", who);
   }
@@ -1782,6 +1758,94 @@ export const RELEASED_LEASE = {
   leaseWorker: null,
   leaseExpiresAt: null,
 } as const;
+
+/** How a workstream came to be: submitted, or scheduled to undo another's completed tasks. */
+export interface WorkstreamOrigin {
+  event: "workstream_created" | "compensation_scheduled";
+  /** The workstream a compensation undoes; null for a submitted one. */
+  compensates: string | null;
+  detail?: Record<string, unknown>;
+}
+
+const SUBMITTED: WorkstreamOrigin = { event: "workstream_created", compensates: null };
+
+/** The records that create a workstream and its tasks, and its `task_deps` rows. */
+interface Creation {
+  workstreamId: string;
+  taskIds: string[];
+  changes: Change[];
+  deps: [string, string][];
+}
+
+function creationOf(
+  spec: WorkstreamSpec,
+  now: number,
+  actor: string,
+  origin: WorkstreamOrigin,
+): Creation {
+  const wsId = newId(WORKSTREAM_ID_PREFIX.slice(0, -1), now);
+  const taskIds: string[] = [];
+  const deps: [string, string][] = [];
+  const changes: Change[] = [
+    {
+      kind: "workstream",
+      id: wsId,
+      from: null,
+      to: "active",
+      patch: {
+        id: wsId,
+        name: spec.name,
+        onFailure: spec.onFailure,
+        revive: spec.revive,
+        compensation: spec.compensation,
+        compensates: origin.compensates,
+        createdAt: now,
+      },
+      event: origin.event,
+      actor,
+      workstreamId: wsId,
+      detail: origin.detail ?? null,
+    },
+  ];
+  for (const t of spec.tasks) {
+    const id = makeTaskId(wsId, t.key);
+    taskIds.push(id);
+    deps.push(...dependencyRows(wsId, id, t.deps));
+    changes.push({
+      kind: "task",
+      id,
+      from: null,
+      to: t.deps.length === 0 ? "queued" : "pending",
+      patch: {
+        id,
+        workstreamId: wsId,
+        key: t.key,
+        handler: t.handler,
+        input: t.input ?? null,
+        priority: t.priority,
+        attempts: 0,
+        retry: t.retry,
+        timeoutMs: t.timeoutMs,
+        deadlineMs: t.deadlineMs,
+        critical: t.critical,
+        deps: t.deps,
+        runAt: now,
+        workerLostStreak: 0,
+        idempotencyKey: id,
+        breaker: t.breaker,
+        revivals: 0,
+        fallbacks: t.fallbacks && { ...t.fallbacks, tried: [] },
+        compensation: t.compensation,
+        qualityThreshold: t.qualityThreshold,
+        createdAt: now,
+      },
+      event: "task_created",
+      actor,
+      workstreamId: wsId,
+    });
+  }
+  return { workstreamId: wsId, taskIds, changes, deps };
+}
 
 function pickState(t: TaskRecord) {
   return {

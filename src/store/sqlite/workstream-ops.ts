@@ -1,9 +1,9 @@
 /**
  * Workstream recovery on the SQLite store: rollback to a checkpoint, re-running the whole
- * workstream, its failed part or everything from one task on, removing a dependency, and closing
- * a workstream for good (archived, merged). Each is an intervention: one write transaction in
- * which every state change is a transition, plus one interventions entry. With `dryRun` the plan
- * is computed the same way and nothing is written.
+ * workstream, its failed part or everything from one task on, removing a dependency, cancelling a
+ * workstream, and closing one for good (archived, merged). Each is an intervention: one write
+ * transaction in which every state change is a transition, plus one interventions entry. With
+ * `dryRun` the plan is computed the same way and nothing is written.
  */
 import { MendError } from "../../errors.js";
 import { taskId as makeTaskId } from "../../model/ids.js";
@@ -23,7 +23,12 @@ import {
   planRollback,
   type RecoveryPlan,
 } from "../../state/recovery-plan.js";
-import type { Actor, DependencyRemoval, RecoveryOptions } from "../store.js";
+import type {
+  Actor,
+  DependencyRemoval,
+  RecoveryOptions,
+  WorkstreamCancellation,
+} from "../store.js";
 import {
   checkpointAt,
   latestQuietCheckpoint,
@@ -31,6 +36,12 @@ import {
   saveSnapshots,
 } from "./checkpoints.js";
 import { rowToTask } from "./codec.js";
+import {
+  onWorkstreamEnded,
+  planCompensationOf,
+  refuseUnfinishedCompensation,
+  scheduleCompensation,
+} from "./compensation.js";
 import { RELEASED_LEASE, type SqliteStore } from "./SqliteStore.js";
 
 /** The events an operation's records carry. */
@@ -46,7 +57,12 @@ const EVENTS_OF: Record<RecoveryPlan["operation"], OperationEvents> = {
   resume: { task: "task_reset", workstream: "workstream_resumed" },
 };
 
-/** Rolls a workstream back to a checkpoint (see {@link planRollback} for what that means). */
+/**
+ * Rolls a workstream back to a checkpoint (see {@link planRollback} for what that means). With
+ * `compensate`, the tasks completed since the checkpoint that declare a compensation are undone
+ * by a compensation workstream (in the order of the workstream's policy) and reset; they wait
+ * until it completes, then run again.
+ */
 export function rollbackWorkstream(
   store: SqliteStore,
   workstreamId: string,
@@ -58,11 +74,27 @@ export function rollbackWorkstream(
     const ws = requireOpenWorkstream(store, workstreamId, "rolled back");
     const log = openCheckpointLog(store, workstreamId);
     const checkpoint = to === "latest" ? latestQuietCheckpoint(log) : checkpointAt(log, to);
-    const plan = planRollback(planInput(store, ws), checkpoint);
-    if (!options.dryRun) {
-      saveSnapshots(log);
-      apply(store, plan, who);
+    const input = planInput(store, ws);
+    if (!options.compensate) {
+      const plan = planRollback(input, checkpoint);
+      if (!options.dryRun) {
+        saveSnapshots(log);
+        apply(store, plan, who);
+      }
+      return plan;
     }
+    refuseUnfinishedCompensation(store, ws);
+    const since = new Set(planRollback(input, checkpoint).kept);
+    const compensation = planCompensationOf(store, ws, ws.compensation.order, since);
+    const plan = planRollback(input, checkpoint, new Set(compensation.steps.map((s) => s.task)));
+    if (options.dryRun) return { ...plan, compensation };
+    saveSnapshots(log);
+    // Scheduled first, so that the workstream settling as the rollback applies sees it under way.
+    plan.compensation =
+      compensation.steps.length === 0
+        ? compensation
+        : scheduleCompensation(store, ws, compensation, "rollback", who.actor, who.reason);
+    apply(store, plan, who);
     return plan;
   });
 }
@@ -176,6 +208,69 @@ export function removeDependency(
 }
 
 /**
+ * Cancels an active or failed workstream: its pending, queued and running tasks are cancelled (a
+ * running one's worker hears it through its heartbeat; its outcome is refused), the workstream
+ * ends `cancelled`, and its completed tasks are compensated when its policy says so.
+ */
+export function cancelWorkstream(
+  store: SqliteStore,
+  workstreamId: string,
+  who: Actor,
+): WorkstreamCancellation {
+  return store.write(() => {
+    const ws = requireOpenWorkstream(store, workstreamId, "cancelled");
+    if (!canTransition("workstream", ws.status, "cancelled")) {
+      throw new MendError(
+        "refused",
+        `workstream ${ws.id} is ${ws.status}; only an active or failed workstream can be cancelled${ws.status === "completed" ? " (to undo its tasks: mend workstream compensate)" : ""}`,
+        { workstreamId, status: ws.status },
+      );
+    }
+    const reason = who.reason ?? null;
+    const open = (
+      store
+        .stmt(
+          "SELECT * FROM tasks WHERE workstream_id = ? AND status IN ('pending','queued','running') ORDER BY rowid",
+        )
+        .all(ws.id) as Record<string, unknown>[]
+    ).map(rowToTask);
+    for (const t of open) {
+      store.transition({
+        kind: "task",
+        id: t.id,
+        from: t.status,
+        to: "cancelled",
+        patch: t.status === "running" ? { ...RELEASED_LEASE } : {},
+        event: "task_cancelled",
+        actor: who.actor,
+        workstreamId: ws.id,
+        detail: { reason, ...(t.status === "running" ? { worker: t.leaseWorker } : {}) },
+      });
+    }
+    store.transition({
+      kind: "workstream",
+      id: ws.id,
+      from: ws.status,
+      to: "cancelled",
+      patch: {},
+      event: "workstream_cancelled",
+      actor: who.actor,
+      workstreamId: ws.id,
+      detail: { reason, cancelled: open.map((t) => t.key) },
+    });
+    const after = store.getWorkstreamRow(ws.id)!;
+    const compensation = onWorkstreamEnded(store, after, who.actor);
+    store.intervention(
+      who,
+      ws.id,
+      { status: ws.status, tasks: Object.fromEntries(open.map((t) => [t.key, t.status])) },
+      { status: after.status, compensation: compensation?.compensationId ?? null },
+    );
+    return { workstream: after, cancelled: open.map((t) => t.key), compensation };
+  });
+}
+
+/**
  * Closes a workstream for good: `archived` (from completed, failed or cancelled) or `merged`
  * (from completed: its results were merged into their destination).
  */
@@ -269,6 +364,7 @@ function apply(store: SqliteStore, plan: RecoveryPlan, who: Actor): void {
       changed: plan.changes.length,
       kept: plan.kept,
       resourcesReleased: plan.resourcesReleased,
+      ...(plan.compensation ? { compensation: plan.compensation.compensationId } : {}),
     },
   });
   const now = store.clock.now();
@@ -345,6 +441,7 @@ function apply(store: SqliteStore, plan: RecoveryPlan, who: Actor): void {
       ...(plan.fromTask ? { fromTask: plan.fromTask } : {}),
       tasks: Object.fromEntries(plan.changes.map((c) => [c.key, c.to])),
       kept: plan.kept,
+      ...(plan.compensation ? { compensation: plan.compensation.compensationId } : {}),
     },
   );
 }
