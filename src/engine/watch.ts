@@ -4,10 +4,8 @@
  * they conclude in the store (patterns, the degradation level) and acts on it (opens a breaker
  * early, degrades).
  */
-import type { Failure } from "../model/failure.js";
-import type { PatternRecord, TaskRecord, TransitionRecord } from "../model/records.js";
+import type { PatternRecord } from "../model/records.js";
 import type { Logger } from "../observe/logger.js";
-import { FAILED_ATTEMPT_EVENTS } from "../observe/metrics.js";
 import {
   type DegradationConfig,
   type DegradationMetrics,
@@ -25,16 +23,15 @@ import {
   type PatternConfig,
   type PatternState,
 } from "../recovery/patterns.js";
-import type { Store } from "../store/store.js";
+import type { Store, TaskOutcome } from "../store/store.js";
 
-/** Events that end an attempt well. */
-const OK_EVENTS = new Set(["task_completed", "task_recovered"]);
-/** Most log records read per sweep: a backlog is caught up over several sweeps. */
+/** Outcomes read per query, and pages per sweep: a larger backlog is caught up over sweeps. */
 const PAGE = 5000;
+const MAX_PAGES = 4;
 /** Most outcomes kept for latency and error rates: bounds memory under any load. */
 const MAX_KEPT = 50_000;
-/** Tasks whose handler and breaker are remembered. */
-const MAX_TASK_INFO = 100_000;
+/** Running tasks whose start is remembered, for latency. */
+const MAX_STARTED = 100_000;
 
 /** Options of a {@link Watch}. */
 export interface WatchOptions {
@@ -69,7 +66,6 @@ export class Watch {
   private cursor: number | null = null;
   private patternState: PatternState = emptyPatternState();
   private degradationState: DegradationState | null = null;
-  private readonly taskInfo = new Map<string, { handler: string; breaker: string | null }>();
   private readonly startedAt = new Map<string, number>();
   private kept: Kept[] = [];
   /** Patterns waiting for their verdict, with the outcomes seen since. */
@@ -101,56 +97,41 @@ export class Watch {
   private async readOutcomes(): Promise<Observation[]> {
     if (this.cursor === null) {
       // Start at the log's end: history before this leader is the metrics' business.
-      const [last] = await this.store.listTransitions({ newestFirst: true, limit: 1 });
-      this.cursor = last?.seq ?? 0;
+      this.cursor = await this.store.lastSeq();
       return [];
     }
-    const records = await this.store.listTransitions({ afterSeq: this.cursor, limit: PAGE });
-    if (records.length > 0) this.cursor = records.at(-1)!.seq;
+    const outcomes: TaskOutcome[] = [];
+    for (let page = 0; page < MAX_PAGES; page++) {
+      const read = await this.store.listOutcomes(this.cursor, PAGE);
+      if (read.length > 0) this.cursor = read.at(-1)!.seq;
+      outcomes.push(...read);
+      if (read.length < PAGE) break;
+    }
     const observations: Observation[] = [];
-    for (const t of records) {
-      if (t.entity !== "task") continue;
-      if (t.event === "task_started") {
-        this.startedAt.set(t.entityId, t.at);
+    for (const o of outcomes) {
+      if (o.kind === "started") {
+        if (this.startedAt.size >= MAX_STARTED) this.startedAt.clear();
+        this.startedAt.set(o.taskId, o.at);
         continue;
       }
-      const ok = OK_EVENTS.has(t.event);
-      if (!ok && !FAILED_ATTEMPT_EVENTS.has(t.event)) continue;
-      const info = await this.info(t);
-      if (!info) continue;
-      const started = this.startedAt.get(t.entityId);
-      this.startedAt.delete(t.entityId);
-      const durationMs = started === undefined ? null : t.at - started;
-      this.kept.push({ at: t.at, ok, durationMs });
-      const failure = (t.detail as { failure?: Failure } | null)?.failure;
+      const ok = o.kind === "ok";
+      const started = this.startedAt.get(o.taskId);
+      this.startedAt.delete(o.taskId);
+      const durationMs = started === undefined ? null : o.at - started;
+      this.kept.push({ at: o.at, ok, durationMs });
       observations.push({
-        at: t.at,
-        taskId: t.entityId,
-        workstreamId: t.workstreamId ?? "",
-        handler: info.handler,
+        at: o.at,
+        taskId: o.taskId,
+        workstreamId: o.workstreamId,
+        handler: o.handler,
         ok,
-        ...(ok || !failure ? {} : { category: failure.category }),
-        keys: info.breaker === null ? [] : [`breaker:${info.breaker}`],
+        ...(o.category === null ? {} : { category: o.category }),
+        keys: o.breaker === null ? [] : [`breaker:${o.breaker}`],
         ...(durationMs === null ? {} : { durationMs }),
       });
     }
     if (this.kept.length > MAX_KEPT) this.kept = this.kept.slice(-MAX_KEPT);
     return observations;
-  }
-
-  /** A task's handler and breaker, from the store once, then remembered. */
-  private async info(
-    t: TransitionRecord,
-  ): Promise<{ handler: string; breaker: string | null } | null> {
-    let info = this.taskInfo.get(t.entityId);
-    if (!info) {
-      const task: TaskRecord | null = await this.store.getTask(t.entityId);
-      if (!task) return null;
-      info = { handler: task.handler, breaker: task.breaker };
-      if (this.taskInfo.size >= MAX_TASK_INFO) this.taskInfo.clear();
-      this.taskInfo.set(t.entityId, info);
-    }
-    return info;
   }
 
   private async detect(

@@ -1,4 +1,4 @@
-import type { Failure } from "../model/failure.js";
+import type { Failure, FailureCategory } from "../model/failure.js";
 import type {
   BreakerRecord,
   DegradationRecord,
@@ -120,6 +120,23 @@ export interface SweptTask {
   taskId: string;
   workerId: string | null;
   decision: FailureDecision;
+}
+
+/**
+ * One attempt's end (or start) as read from the log for pattern detection and degradation: just
+ * what they need, without decoding whole records.
+ */
+export interface TaskOutcome {
+  seq: number;
+  at: number;
+  taskId: string;
+  workstreamId: string;
+  /** `started`, `ok` (completed) or `failed` (an attempt failed, whatever came next). */
+  kind: "started" | "ok" | "failed";
+  /** The failure's category, for `failed`. */
+  category: FailureCategory | null;
+  handler: string;
+  breaker: string | null;
 }
 
 /** Filter for the transition log (and so for events). */
@@ -266,6 +283,10 @@ export interface Store {
   findWorkstreamsByName(name: string): Promise<WorkstreamRecord[]>;
   listWorkers(): Promise<WorkerRecord[]>;
   listTransitions(query?: TransitionQuery): Promise<TransitionRecord[]>;
+  /** Task starts, completions and failed attempts after `afterSeq`, oldest first. */
+  listOutcomes(afterSeq: number, limit: number): Promise<TaskOutcome[]>;
+  /** The last record's seq (0 for an empty log). */
+  lastSeq(): Promise<number>;
   listInterventions(limit?: number): Promise<InterventionRecord[]>;
   /** Count of transitions per (entity id, event), e.g. to count completions. */
   countEvents(event: string, workstreamId?: string): Promise<Map<string, number>>;

@@ -35,6 +35,7 @@ import {
   type WorkerStatus,
 } from "../../model/states.js";
 import { EVENTS, type EventName, severitiesFrom } from "../../observe/events.js";
+import { COMPLETION_EVENTS, FAILED_ATTEMPT_EVENTS } from "../../observe/metrics.js";
 import type { FailureDecision } from "../../recovery/retry.js";
 import {
   discardJournalAfter,
@@ -91,6 +92,7 @@ import type {
   Revival,
   RevivalOptions,
   WorkstreamCancellation,
+  TaskOutcome,
 } from "../store.js";
 import { integrityProblems, takeBackup } from "./backup.js";
 import { readCheckpoints } from "./checkpoints.js";
@@ -1448,6 +1450,28 @@ export class SqliteStore implements Store {
     return (this.stmt(sql).all(...args) as Row[]).map(rowToTransition);
   }
 
+  async listOutcomes(afterSeq: number, limit: number): Promise<TaskOutcome[]> {
+    // The handler and breaker are the task's current ones: a fallback switch changes them, and
+    // the outcome is then credited to what runs now, which is close enough for patterns.
+    return this.stmt(
+      `SELECT r.seq, r.at, r.entity_id AS taskId, r.workstream_id AS workstreamId,
+         CASE WHEN r.event = 'task_started' THEN 'started'
+              WHEN r.event IN (${sqlList(COMPLETION_EVENTS)}) THEN 'ok' ELSE 'failed' END AS kind,
+         json_extract(r.detail, '$.failure.category') AS category, t.handler, t.breaker
+       FROM transitions r JOIN tasks t ON t.id = r.entity_id
+       WHERE r.seq > ? AND r.entity = 'task'
+         AND r.event IN ('task_started', ${sqlList(COMPLETION_EVENTS)}, ${sqlList(FAILED_ATTEMPT_EVENTS)})
+       ORDER BY r.seq LIMIT ?`,
+    ).all(afterSeq, limit) as TaskOutcome[];
+  }
+
+  async lastSeq(): Promise<number> {
+    const row = this.stmt("SELECT MAX(seq) AS seq FROM transitions").get() as {
+      seq: number | null;
+    };
+    return row.seq ?? 0;
+  }
+
   async listInterventions(limit = 1000): Promise<InterventionRecord[]> {
     return (
       this.stmt("SELECT * FROM interventions ORDER BY at, rowid LIMIT ?").all(limit) as Row[]
@@ -1748,6 +1772,11 @@ function claimSql(gate: "closed" | "probe"): string {
          AND ${breaker}
          AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.dep_id WHERE d.task_id = tasks.id AND NOT ${SATISFIED_SQL})
        ORDER BY priority DESC, run_at, rowid LIMIT @limit`;
+}
+
+/** Event names as an SQL list of literals (they are fixed identifiers, never user input). */
+function sqlList(events: Iterable<string>): string {
+  return [...events].map((e) => `'${e}'`).join(", ");
 }
 
 const WAKE_BYTE = Buffer.from("1");
