@@ -11,6 +11,7 @@ import { validateDefinition } from "../src/model/definition.js";
 import type { TaskContext } from "../src/model/handler.js";
 import { computeMetrics } from "../src/observe/metrics.js";
 import { parseDegradationConfig } from "../src/recovery/degrade.js";
+import { parsePatternConfig } from "../src/recovery/patterns.js";
 import type { SqliteStore } from "../src/store/sqlite/SqliteStore.js";
 import {
   claimAs,
@@ -390,6 +391,67 @@ describe("Monitor: failure patterns", () => {
 });
 
 // ------------------------------------------------------------------------ revival, escalation
+
+describe("Monitor: a pattern that degrades", () => {
+  it("an anomaly moves a normal system to the first degradation level before its own trigger fires", async () => {
+    const { store, clock } = setupStore();
+    const monitor = new Monitor({
+      store,
+      clock,
+      planner,
+      // The level's own trigger needs far more outcomes than the test makes: only the anomaly
+      // can degrade here.
+      degradation: parseDegradationConfig({
+        levels: [
+          {
+            name: "reduced",
+            trigger: { errorRate: 0.9, window: "10s", minOutcomes: 1000 },
+            recover: { errorRate: 0.1, for: "5s" },
+          },
+        ],
+      }),
+      patterns: parsePatternConfig({
+        frequency: { enabled: false },
+        sequence: { enabled: false },
+        correlation: { enabled: false },
+        trend: { enabled: false },
+        anomaly: { windowMs: "10s", minOutcomes: 5, warmupWindows: 3 },
+      }),
+      backupIntervalMs: 0,
+    });
+    await tick(monitor);
+    // A healthy baseline: ten windows of successes.
+    for (let w = 0; w < 10; w++) {
+      await store.submit(tasks(`ok-${w}`, ["a", "b", "c", "d", "e", "f"]));
+      const ok = await claimAs(store, "w1", ["search"], 6);
+      await report(
+        store,
+        "w1",
+        ok.map((t) => completed(t)),
+      );
+      clock.advance(10_000);
+      expect((await tick(monitor)).watch.degradation).toBeNull();
+    }
+    // Then a window where almost everything fails.
+    await store.submit(tasks("bad", ["a", "b", "c", "d", "e", "f"]));
+    const bad = await claimAs(store, "w1", ["search"], 6);
+    await report(store, "w1", [
+      ...bad.slice(0, 5).map((t) => failed(t, "external_service")),
+      completed(bad[5]!),
+    ]);
+    clock.advance(1_000);
+    let degraded = null;
+    for (let i = 0; i < 12 && !degraded; i++) {
+      degraded = (await tick(monitor)).watch.degradation;
+      clock.advance(1_000);
+    }
+    expect(degraded).toMatchObject({ from: 0, to: 1 });
+    expect(degraded!.reason).toMatch(/anomaly pattern detected/);
+    expect(await store.getDegradation()).toMatchObject({ level: 1, name: "reduced" });
+    expect((await store.listPatterns()).some((p) => p.detector === "anomaly")).toBe(true);
+    await expectConsistent(store, clock);
+  });
+});
 
 describe("Monitor: breaker probes, revival and escalation", () => {
   it("a breaker's failed tasks wait while it is open; after its open time one is revived as the probe, and the breaker closes", async () => {

@@ -28,7 +28,8 @@ export interface RunResult {
 
 /**
  * Submits a workstream and runs it to the end in this process: a worker and a monitor on the
- * given store. Other workers on the same store may help.
+ * given store. Other workers on the same store may help. The end is when the workstream is no
+ * longer active and none of its failed tasks is waiting for an automatic revival.
  */
 export async function runWorkstream(options: RunOptions): Promise<RunResult> {
   const { store } = options;
@@ -54,7 +55,12 @@ export async function runWorkstream(options: RunOptions): Promise<RunResult> {
         store.listTasks(workstreamId),
       ]);
       options.onProgress?.(ws!, tasks);
-      if (ws!.status !== "active") return { workstream: ws!, tasks };
+      // A failed workstream whose failed tasks wait for a revival (escalation level 1) is not
+      // finished: the monitor revives them once their cause clears, or escalates them.
+      const awaitingRevival =
+        ws!.status === "failed" &&
+        tasks.some((t) => t.status === "failed" && t.escalation?.level === 1);
+      if (ws!.status !== "active" && !awaitingRevival) return { workstream: ws!, tasks };
       await Promise.race([
         new Promise<void>((r) => clock.setTimeout(r, options.progressMs ?? 200)),
         worker.done,

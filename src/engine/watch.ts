@@ -102,7 +102,9 @@ export class Watch {
     }
     const outcomes: TaskOutcome[] = [];
     for (let page = 0; page < MAX_PAGES; page++) {
-      const read = await this.store.listOutcomes(this.cursor, PAGE);
+      // Starts only matter for latency, which only degradation looks at.
+      const starts = this.options.degradation !== null;
+      const read = await this.store.listOutcomes(this.cursor, PAGE, starts);
       if (read.length > 0) this.cursor = read.at(-1)!.seq;
       outcomes.push(...read);
       if (read.length < PAGE) break;
@@ -176,8 +178,28 @@ export class Watch {
       this.options.log.warn("failure pattern", { pattern: p.id, message: p.message });
       if (p.action.kind === "open_breaker") {
         await this.store.tripBreaker(p.action.breaker, `${p.detector} pattern detected`);
+      } else if (p.action.kind === "degrade") {
+        await this.degradeEarly(p, now, result);
+      } else if (p.action.kind === "mark_unhealthy") {
+        // Resources are not in the store yet: the pattern and its event are the signal.
+        this.options.log.warn("resource looks unhealthy", { resource: p.action.resource });
       }
     }
+  }
+
+  /**
+   * An anomaly moves a normal system to the first degradation level at once, before the error
+   * rate reaches that level's trigger; the level's recovery conditions bring it back as usual.
+   */
+  private async degradeEarly(p: DetectedPattern, now: number, result: WatchResult): Promise<void> {
+    const config = this.options.degradation;
+    if (!config || config.levels.length === 0 || (this.degradationState?.level ?? 0) > 0) return;
+    const stored = await this.store.getDegradation();
+    if (stored.level > 0) return;
+    const reason = `${p.detector} pattern detected: ${p.message}`;
+    await this.store.setDegradation(levelView(config, 1), reason, "monitor");
+    this.degradationState = { level: 1, since: now, recoveringSince: null };
+    result.degradation = { from: 0, to: 1, reason };
   }
 
   private async degrade(

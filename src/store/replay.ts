@@ -100,6 +100,11 @@ export function normalizeReplayed(snap: StateSnapshot): StateSnapshot {
     lastError: null,
     quality: null,
     escalation: null,
+    deadlineMs: null,
+    breaker: null,
+    fallbacks: null,
+    compensation: null,
+    qualityThreshold: null,
   };
   for (const [id, t] of Object.entries(snap.tasks)) snap.tasks[id] = { ...taskDefaults, ...t };
   return snap;

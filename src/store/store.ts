@@ -283,8 +283,11 @@ export interface Store {
   findWorkstreamsByName(name: string): Promise<WorkstreamRecord[]>;
   listWorkers(): Promise<WorkerRecord[]>;
   listTransitions(query?: TransitionQuery): Promise<TransitionRecord[]>;
-  /** Task starts, completions and failed attempts after `afterSeq`, oldest first. */
-  listOutcomes(afterSeq: number, limit: number): Promise<TaskOutcome[]>;
+  /**
+   * Completions and failed attempts after `afterSeq`, oldest first, and task starts too when
+   * `starts` (for latencies).
+   */
+  listOutcomes(afterSeq: number, limit: number, starts: boolean): Promise<TaskOutcome[]>;
   /** The last record's seq (0 for an empty log). */
   lastSeq(): Promise<number>;
   listInterventions(limit?: number): Promise<InterventionRecord[]>;

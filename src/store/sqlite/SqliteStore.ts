@@ -117,6 +117,7 @@ import {
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import { repairState } from "./repair.js";
 import {
+  anyDueForProbe,
   type BreakerAction,
   controlBreaker,
   ensureBreakers,
@@ -694,14 +695,17 @@ export class SqliteStore implements Store {
         to: "completed",
         patch: {
           output: outcome.output ?? null,
-          quality: outcome.quality ?? null,
+          ...(outcome.quality === undefined ? {} : { quality: outcome.quality }),
           ...RELEASED_LEASE,
           workerLostStreak: 0,
         },
         event: recovered ? "task_recovered" : "task_completed",
         actor,
         workstreamId: row.workstreamId,
-        detail: { attempt: row.attempts, handler: row.handler },
+        // The handler is in the record's row; the log says it too when a fallback produced it.
+        detail: plan?.tried.length
+          ? { attempt: row.attempts, handler: row.handler }
+          : { attempt: row.attempts },
       });
       this.promoteDependents(row.id, actor);
       touched.add(row.workstreamId);
@@ -1450,7 +1454,7 @@ export class SqliteStore implements Store {
     return (this.stmt(sql).all(...args) as Row[]).map(rowToTransition);
   }
 
-  async listOutcomes(afterSeq: number, limit: number): Promise<TaskOutcome[]> {
+  async listOutcomes(afterSeq: number, limit: number, starts: boolean): Promise<TaskOutcome[]> {
     // The handler and breaker are the task's current ones: a fallback switch changes them, and
     // the outcome is then credited to what runs now, which is close enough for patterns.
     return this.stmt(
@@ -1460,7 +1464,7 @@ export class SqliteStore implements Store {
          json_extract(r.detail, '$.failure.category') AS category, t.handler, t.breaker
        FROM transitions r JOIN tasks t ON t.id = r.entity_id
        WHERE r.seq > ? AND r.entity = 'task'
-         AND r.event IN ('task_started', ${sqlList(COMPLETION_EVENTS)}, ${sqlList(FAILED_ATTEMPT_EVENTS)})
+         AND r.event IN (${starts ? "'task_started', " : ""}${sqlList(COMPLETION_EVENTS)}, ${sqlList(FAILED_ATTEMPT_EVENTS)})
        ORDER BY r.seq LIMIT ?`,
     ).all(afterSeq, limit) as TaskOutcome[];
   }
@@ -1690,6 +1694,7 @@ export class SqliteStore implements Store {
   }
 
   async advanceBreakers(): Promise<BreakerRecord[]> {
+    if (!anyDueForProbe(this)) return [];
     return this.write(() => openDueProbes(this, "monitor"));
   }
 
@@ -1855,17 +1860,19 @@ function creationOf(
         attempts: 0,
         retry: t.retry,
         timeoutMs: t.timeoutMs,
-        deadlineMs: t.deadlineMs,
         critical: t.critical,
         deps: t.deps,
         runAt: now,
         workerLostStreak: 0,
         idempotencyKey: id,
-        breaker: t.breaker,
         revivals: 0,
-        fallbacks: t.fallbacks && { ...t.fallbacks, tried: [] },
-        compensation: t.compensation,
-        qualityThreshold: t.qualityThreshold,
+        // Recovery settings most tasks lack are left out rather than logged as nulls: records
+        // stay small on the hot path, and replay fills them in (normalizeReplayed).
+        ...(t.deadlineMs === null ? {} : { deadlineMs: t.deadlineMs }),
+        ...(t.breaker === null ? {} : { breaker: t.breaker }),
+        ...(t.fallbacks === null ? {} : { fallbacks: { ...t.fallbacks, tried: [] } }),
+        ...(t.compensation === null ? {} : { compensation: t.compensation }),
+        ...(t.qualityThreshold === null ? {} : { qualityThreshold: t.qualityThreshold }),
         createdAt: now,
       },
       event: "task_created",

@@ -135,11 +135,21 @@ export function recordBreakerOutcome(
   }
 }
 
-/** Moves every open breaker whose time is up to half-open, so probes may start. */
-export function openDueProbes(store: SqliteStore, actor: string): BreakerRecord[] {
-  const due = store
+/** Open breakers whose open time is up. */
+function dueBreakers(store: SqliteStore): Record<string, unknown>[] {
+  return store
     .stmt("SELECT * FROM breakers WHERE status = 'open' AND forced = 0 AND open_until <= ?")
     .all(now(store)) as Record<string, unknown>[];
+}
+
+/** Whether {@link openDueProbes} has anything to do (read without the write lock). */
+export function anyDueForProbe(store: SqliteStore): boolean {
+  return dueBreakers(store).length > 0;
+}
+
+/** Moves every open breaker whose time is up to half-open, so probes may start. */
+export function openDueProbes(store: SqliteStore, actor: string): BreakerRecord[] {
+  const due = dueBreakers(store);
   return due.map((r) => {
     const row = rowToBreaker(r);
     if (!dueForProbe(row, now(store))) return row;
