@@ -219,32 +219,26 @@ function outageDue(tasks: readonly TaskRecord[], kill: Kill | null, now: number)
   return kill !== null || researching.some((t) => now - t.updatedAt > 1_000);
 }
 
-/** What a breaker did over the log. */
+/**
+ * What a breaker did over the log: opened, open time and final state as the metrics count them,
+ * and how many probe rounds and closes.
+ */
 function summarizeBreaker(
   name: string,
   log: readonly TransitionRecord[],
-  now: number,
+  metrics: RecoveryMetrics,
 ): BreakerSummary | null {
-  const events = log.filter((t) => t.entity === "breaker" && t.entityId === name);
-  if (events.length === 0) return null;
-  let openMs = 0;
-  let openSince: number | null = null;
-  for (const t of events) {
-    if (openSince !== null && t.to !== "open") {
-      openMs += t.at - openSince;
-      openSince = null;
-    }
-    if (t.to === "open" && openSince === null) openSince = t.at;
-  }
-  if (openSince !== null) openMs += now - openSince;
-  const count = (event: string) => events.filter((t) => t.event === event).length;
+  const counted = metrics.breakers[name];
+  if (!counted) return null;
+  const count = (event: string) =>
+    log.filter((t) => t.entity === "breaker" && t.entityId === name && t.event === event).length;
   return {
     name,
-    opened: count("breaker_opened"),
+    opened: counted.opened,
     halfOpened: count("breaker_half_opened"),
     closed: count("breaker_closed"),
-    openMs,
-    status: events.at(-1)!.to,
+    openMs: counted.openMs,
+    status: counted.state,
   };
 }
 
@@ -470,6 +464,11 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     const transitions = log.filter((t) => t.workstreamId === workstreamId);
     const executions = await readLedger(files.ledger);
     const report = computeReport({ workstream, tasks, transitions, executions });
+    const metrics = computeMetrics({
+      transitions: log,
+      interventions: await store.listInterventions(),
+      to: Date.now(),
+    });
     return {
       store: store.url,
       ledger: files.ledger,
@@ -485,13 +484,9 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
       elapsedMs: elapsed(),
       report,
       outage,
-      breaker: summarizeBreaker(SEARCH_BREAKER, log, Date.now()),
+      breaker: summarizeBreaker(SEARCH_BREAKER, log, metrics),
       revived: describeRevivals(transitions),
-      metrics: computeMetrics({
-        transitions: log,
-        interventions: await store.listInterventions(),
-        to: Date.now(),
-      }),
+      metrics,
     };
   } finally {
     rmSync(files.outage, { force: true });
