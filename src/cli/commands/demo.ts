@@ -47,14 +47,17 @@ function optionParser<T>(parse: (value: string) => T): (value: string) => T {
 function nextSteps(result: DemoResult): string {
   const ws = result.report.workstream.id;
   const store = `--store ${result.store}`;
-  const recovered = result.report.failedTasks.find((t) => t.recovered);
+  // A revived task's history shows the most: its outage failure, the revival and the recovery.
+  const shown = result.revived[0]?.task ?? result.report.failedTasks.find((t) => t.recovered)?.task;
   return [
     "Look around:",
     `  mend status ${ws} ${store}`,
     `  mend events --workstream ${ws} --limit 0 ${store}`,
     `  mend breakers ${store}`,
     `  mend metrics ${store}`,
-    ...(recovered ? [`  mend show ${ws}/${recovered.task} ${store}`] : []),
+    ...(shown
+      ? [`  mend show ${ws}/${shown} ${store}`, `  mend diagnose ${ws}/${shown} ${store}`]
+      : []),
     `  (worker output: ${result.workerLog}; side-effect ledger: ${result.ledger})`,
   ].join("\n");
 }
