@@ -307,6 +307,54 @@ describe("reviveTasks", () => {
     await expectConsistent(store, clock);
   });
 
+  it("in a workstream that stops on failure, what the failure cancelled waits for the revived task again", async () => {
+    const { store, clock } = setupStore();
+    const { workstreamId: ws } = await store.submit(
+      validateDefinition({
+        name: "stops",
+        onFailure: "stop",
+        tasks: [
+          { id: "a", handler: "search", retry: { maxAttempts: 1 } },
+          { id: "b", handler: "search", deps: ["a"] },
+          { id: "c", handler: "later", deps: ["a"] },
+          { id: "d", handler: "search", deps: ["b"] },
+        ],
+      }),
+    );
+    const [a] = await claimAs(store, "w1", ["search"], 1);
+    await report(store, "w1", [failed(a!, "rate_limited")]);
+    const statusOf = async () =>
+      Object.fromEntries((await store.listTasks(ws)).map((t) => [t.key, t.status]));
+    expect(await statusOf()).toEqual({
+      a: "failed",
+      b: "cancelled",
+      c: "cancelled",
+      d: "cancelled",
+    });
+    clock.advance(OPTIONS.rateLimitWindowMs);
+    const revived = await store.reviveTasks(OPTIONS);
+    expect(revived.map((r) => r.taskId)).toEqual([a!.id]);
+    expect(await statusOf()).toEqual({ a: "queued", b: "pending", c: "pending", d: "pending" });
+    expect((await store.getWorkstream(ws))!.status).toBe("active");
+    // The run finishes normally.
+    for (const handlers of [["search"], ["search", "later"], ["search"]]) {
+      const ready = await claimAs(store, "w1", handlers, 5);
+      await report(
+        store,
+        "w1",
+        ready.map((t) => completed(t)),
+      );
+    }
+    expect(await statusOf()).toEqual({
+      a: "completed",
+      b: "completed",
+      c: "completed",
+      d: "completed",
+    });
+    expect((await store.getWorkstream(ws))!.status).toBe("completed");
+    await expectConsistent(store, clock);
+  });
+
   // The limit bounds revivals, not candidates (a regression test).
   it("the limit bounds revivals, not candidates: failures without evidence do not starve others", async () => {
     const { store, clock } = setupStore();

@@ -7,7 +7,11 @@
 import { formatDuration } from "../model/duration.js";
 import type { TaskRecord, TransitionRecord, WorkstreamRecord } from "../model/records.js";
 import { TASK_STATUSES, type TaskStatus, TERMINAL_TASK_STATUSES } from "../model/states.js";
-import { COMPLETION_EVENTS, FAILED_ATTEMPT_EVENTS as FAILURE_EVENTS } from "../observe/metrics.js";
+import {
+  COMPLETION_EVENTS,
+  FAILED_ATTEMPT_EVENTS as FAILURE_EVENTS,
+  isPerson,
+} from "../observe/metrics.js";
 import type { LedgerEntry } from "./ledger.js";
 
 /** Events a person causes on a task (an engine-made cancellation is not one of them). */
@@ -78,10 +82,6 @@ export function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1]!;
 }
 
-function isAutomatic(actor: string): boolean {
-  return actor === "engine" || actor === "monitor" || actor.startsWith("worker:");
-}
-
 function keyOf(taskId: string): string {
   return taskId.slice(taskId.lastIndexOf("/") + 1);
 }
@@ -112,7 +112,7 @@ export function computeReport(input: ReportInput): RecoveryReport {
     if (COMPLETION_EVENTS.has(t.event)) {
       completions.set(t.entityId, [...(completions.get(t.entityId) ?? []), t]);
     }
-    if (INTERVENTION_EVENTS.has(t.event) && !isAutomatic(t.actor)) {
+    if (INTERVENTION_EVENTS.has(t.event) && isPerson(t.actor)) {
       interventions++;
       intervened.add(t.entityId);
     }

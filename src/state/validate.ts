@@ -10,6 +10,7 @@ import { taskId as makeTaskId } from "../model/ids.js";
 import type { TaskRecord, TransitionRecord } from "../model/records.js";
 import { ENTITY_KINDS, TERMINAL_TASK_STATUSES } from "../model/states.js";
 import { SNAPSHOT_KEYS, type StateSnapshot } from "../store/replay.js";
+import { isPerson } from "../observe/metrics.js";
 import type { Store } from "../store/store.js";
 import { isRestoreRecord } from "./backups.js";
 
@@ -297,9 +298,6 @@ async function checkTerminal({ tasks }: Inputs): Promise<Violation[]> {
 }
 
 /** Actors that are the engine itself; any other actor is a person. */
-function isAutomatic(actor: string): boolean {
-  return actor === "engine" || actor === "monitor" || actor.startsWith("worker:");
-}
 
 /**
  * Walks the log once, in order: what each task's dependencies were when it started, and how
@@ -330,7 +328,7 @@ async function walkHistory(store: Store): Promise<LogFindings> {
         });
       }
     }
-    if (t.from === "completed" && !isAutomatic(t.actor)) completed.delete(t.entityId);
+    if (t.from === "completed" && isPerson(t.actor)) completed.delete(t.entityId);
     if (t.to === "completed") {
       if (completed.has(t.entityId)) {
         found.completionOnce.push({

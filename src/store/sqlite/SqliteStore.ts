@@ -849,7 +849,7 @@ export class SqliteStore implements Store {
     if (!row.critical) {
       this.promoteDependents(row.id, actor);
     } else if (this.getWorkstreamRow(row.workstreamId)?.onFailure === "stop") {
-      this.cancelOpenTasks(row.workstreamId, actor, `critical task ${row.key} failed`);
+      this.cancelOpenTasks(row.workstreamId, actor, stopReason(row.key));
     }
   }
 
@@ -1751,6 +1751,11 @@ export class SqliteStore implements Store {
   async mergeWorkstream(workstreamId: string, who: Actor): Promise<WorkstreamRecord> {
     return closeWorkstream(this, workstreamId, "merged", who);
   }
+}
+
+/** Why a workstream that stops on failure cancelled its open tasks (revival looks for it). */
+export function stopReason(criticalKey: string): string {
+  return `critical task ${criticalKey} failed`;
 }
 
 type ClaimRow = Omit<ClaimedTask, "leaseToken" | "input"> & {

@@ -6,7 +6,7 @@ import { restartedDeadline, revivalEvidence } from "../../recovery/revive.js";
 import type { Revival, RevivalOptions } from "../store.js";
 import { getBreakerRow, runningProbes } from "./breakers.js";
 import { rowToTask } from "./codec.js";
-import type { SqliteStore } from "./SqliteStore.js";
+import { type SqliteStore, stopReason } from "./SqliteStore.js";
 
 /** Candidates read at a time. */
 const PAGE = 500;
@@ -37,6 +37,33 @@ function* candidates(store: SqliteStore, maxRevivals: number): Generator<Record<
     if (page.length < PAGE) return;
     const last = page.at(-1)!;
     after = [last.updated_at as number, last.id as string];
+  }
+}
+
+/**
+ * In a workstream that stops on failure, the work the engine cancelled because of this task's
+ * failure (not what a person cancelled) goes back to waiting for it.
+ */
+function reopenStopped(store: SqliteStore, workstreamId: string, key: string): void {
+  const stopped = store
+    .stmt(
+      `SELECT DISTINCT r.entity_id AS id FROM transitions r JOIN tasks t ON t.id = r.entity_id
+       WHERE r.workstream_id = ? AND r.event = 'task_cancelled' AND t.status = 'cancelled'
+         AND json_extract(r.detail, '$.reason') = ?`,
+    )
+    .all(workstreamId, stopReason(key)) as { id: string }[];
+  for (const { id } of stopped) {
+    store.transition({
+      kind: "task",
+      id,
+      from: "cancelled",
+      to: store.depsSatisfied(id) ? "queued" : "pending",
+      patch: { runAt: store.clock.now() },
+      event: "task_reset",
+      actor: "monitor",
+      workstreamId,
+      detail: { reason: `critical task ${key}, whose failure stopped it, was revived` },
+    });
   }
 }
 
@@ -90,6 +117,7 @@ export function reviveTasks(store: SqliteStore, options: RevivalOptions): Reviva
       });
       // A non-critical failure had let its dependents run; they wait for it again.
       if (!task.critical) store.holdDependents(task.id, "monitor");
+      else reopenStopped(store, task.workstreamId, task.key);
       touched.add(task.workstreamId);
       revived.push({ taskId: task.id, workstreamId: task.workstreamId, ...evidence, revival });
     }
