@@ -15,7 +15,6 @@ import { FakeClock } from "../src/engine/clock.js";
 import { Worker } from "../src/engine/Worker.js";
 import type { Failure } from "../src/model/failure.js";
 import type { TaskStatus, WorkstreamStatus } from "../src/model/states.js";
-import { DEFAULT_RETRY } from "../src/recovery/retry.js";
 import {
   type DiagnosableTask,
   type DiagnosableWorkstream,
@@ -26,6 +25,7 @@ import {
   type Suggestion,
   type WorkstreamDiagnosis,
 } from "../src/recovery/escalate.js";
+import { taskRecord } from "./helpers/records.js";
 import { spec } from "./helpers/specs.js";
 import { tempStore } from "./helpers/tmp.js";
 import { waitFor } from "./helpers/wait.js";
@@ -33,41 +33,14 @@ import { waitFor } from "./helpers/wait.js";
 const NOW = Date.UTC(2026, 0, 1, 14, 3, 8);
 const WS = "ws_test";
 
-/** A task record as the store would hold it; `breaker` and `revivals` as the revival issue adds. */
+/** A task record as the store would hold it, in workstream WS, submitted a minute before NOW. */
 function task(key: string, fields: Partial<DiagnosableTask> = {}): DiagnosableTask {
-  return {
-    id: `${WS}/${key}`,
-    workstreamId: WS,
-    key,
+  return taskRecord(WS, key, NOW, {
     handler: "work",
     input: {},
-    status: "pending",
-    priority: 0,
-    attempts: 0,
-    retry: DEFAULT_RETRY,
-    timeoutMs: 30_000,
-    critical: true,
-    deps: [],
-    runAt: NOW,
-    leaseToken: null,
-    leaseWorker: null,
-    leaseExpiresAt: null,
-    lastDelayMs: null,
-    workerLostStreak: 0,
-    output: null,
-    lastError: null,
-    idempotencyKey: `${WS}/${key}`,
-    breaker: null,
-    revivals: 0,
-    fallbacks: null,
-    compensation: null,
-    quality: null,
-    qualityThreshold: null,
-    escalation: null,
     createdAt: NOW - 60_000,
-    updatedAt: NOW,
     ...fields,
-  } as DiagnosableTask;
+  });
 }
 
 function workstream(

@@ -19,43 +19,11 @@ import {
 } from "../src/recovery/policy.js";
 import { DEFAULT_RETRY, ruleFor } from "../src/recovery/retry.js";
 
+import { taskRecord } from "./helpers/records.js";
 const NOW = Date.UTC(2026, 0, 1);
 
 function task(fields: Partial<TaskRecord> = {}): TaskRecord {
-  return {
-    id: "ws_1/search",
-    workstreamId: "ws_1",
-    key: "search",
-    handler: "search",
-    input: null,
-    status: "queued",
-    priority: 0,
-    attempts: 0,
-    retry: DEFAULT_RETRY,
-    timeoutMs: 30_000,
-    deadlineMs: null,
-    critical: true,
-    deps: [],
-    runAt: NOW,
-    leaseToken: null,
-    leaseWorker: null,
-    leaseExpiresAt: null,
-    lastDelayMs: null,
-    workerLostStreak: 0,
-    output: null,
-    lastError: null,
-    idempotencyKey: "ws_1/search",
-    breaker: null,
-    revivals: 0,
-    fallbacks: null,
-    compensation: null,
-    quality: null,
-    qualityThreshold: null,
-    escalation: null,
-    createdAt: NOW,
-    updatedAt: NOW,
-    ...fields,
-  };
+  return taskRecord("ws_1", "search", NOW, { status: "queued", ...fields });
 }
 
 function breakerRow(fields: Partial<BreakerRecord> = {}): BreakerRecord {
