@@ -148,7 +148,7 @@ export function registerDemo(program: Command): void {
   program
     .command("demo")
     .description(
-      "run the multi-agent research demo: flaky tools, a SIGKILLed worker, and a recovery report",
+      "run the multi-agent research demo: flaky tools, a SIGKILLed worker, an outage behind a circuit breaker, and a recovery report",
     )
     .option("--seed <n>", "seed of the fault injector", optionParser(parseSeed), DEFAULT_SEED)
     .option("--agents <n>", `researcher agents (1-${MAX_AGENTS})`, parseIntOption, 8)
