@@ -21,6 +21,7 @@ import { complete, fail, LEASE_MS, runToCompletion, settle, start } from "./help
 import { statusesByKey } from "./helpers/specs.js";
 import { tempStore } from "./helpers/tmp.js";
 import { waitFor } from "./helpers/wait.js";
+import { expectError, expectReplayable, written } from "./helpers/expect.js";
 
 const operator: Actor = { actor: "dana", reason: "the booking was wrong", command: "mend test" };
 const UNDO: CompensationSpec = { handler: "undo", idempotent: true, timeoutMs: 5_000 };
@@ -199,29 +200,6 @@ async function compensationsOf(store: SqliteStore, workstreamId: string) {
   return (await store.listWorkstreams()).filter((w) => w.compensates === workstreamId);
 }
 
-async function expectConsistent(store: SqliteStore): Promise<void> {
-  expect(await store.replay()).toEqual(await store.snapshot());
-  expect((await store.verifyChain()).ok).toBe(true);
-}
-
-async function written(store: SqliteStore) {
-  return {
-    snapshot: await store.snapshot(),
-    log: (await store.listTransitions()).length,
-    interventions: (await store.listInterventions()).length,
-  };
-}
-
-async function expectError(p: Promise<unknown>, code: string, message: RegExp): Promise<void> {
-  const err = await p.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(MendError);
-  expect((err as MendError).code, (err as MendError).message).toBe(code);
-  expect((err as MendError).message).toMatch(message);
-}
-
 describe("automatic compensation", () => {
   it("on failure, when the policy says so: a compensation workstream undoes the completed tasks", async () => {
     const { store, clock } = setup();
@@ -269,7 +247,7 @@ describe("automatic compensation", () => {
       to: clock.now(),
     });
     expect(m.compensation).toEqual({ scheduled: 1, ended: 1, completed: 1, successRate: 1 });
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("on cancel by default: the canceller's open tasks are cancelled, completed ones compensated", async () => {
@@ -304,7 +282,7 @@ describe("automatic compensation", () => {
       before: { status: "active", tasks: { b: "running", d: "pending" } },
       after: { status: "cancelled", compensation: comp!.id },
     });
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("not when the policy leaves that end out", async () => {
@@ -319,7 +297,7 @@ describe("automatic compensation", () => {
     await runToCompletion(store, ["a"]);
     expect((await store.cancelWorkstream(other, operator)).compensation).toBeNull();
     expect(await compensationsOf(store, other)).toEqual([]);
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("once: ending again, or a person asking again, does not undo a completion twice", async () => {
@@ -408,7 +386,7 @@ describe("compensateWorkstream", () => {
     const [undoA] = await claimUndo(store, ["undo-a"]);
     await settleUndo(store, [undoA!]);
     expect((await store.getWorkstream(comp.id))!.status).toBe("completed");
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("a compensation that fails for good holds back those after it and fails its workstream", async () => {
@@ -448,7 +426,7 @@ describe("compensateWorkstream", () => {
       to: clock.now(),
     });
     expect(m.compensation).toMatchObject({ ended: 1, completed: 0, successRate: 0 });
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("refuses an active, archived or merged workstream, a compensation, and an unknown id", async () => {
@@ -589,7 +567,7 @@ describe("rollback with compensation", () => {
     // Their new completions are compensable again.
     const again = await store.compensateWorkstream(ws, operator, { dryRun: true });
     expect(again.steps.map((s) => s.task)).toEqual(["c", "b", "a"]);
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 });
 
@@ -653,7 +631,7 @@ describe("Worker", () => {
       "the compensation workstream to complete",
     );
     await worker.stop(0);
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("refuses a malformed compensate, or one whose handler name is taken", () => {

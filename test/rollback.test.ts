@@ -1,6 +1,5 @@
 import { describe, expect, it } from "vitest";
 import { FakeClock } from "../src/engine/clock.js";
-import { MendError } from "../src/errors.js";
 import type { SqliteStore } from "../src/store/sqlite/SqliteStore.js";
 import type { Actor } from "../src/store/store.js";
 import {
@@ -14,6 +13,7 @@ import {
 } from "./helpers/exchange.js";
 import { completionsPerTask, spec, statusesByKey } from "./helpers/specs.js";
 import { tempStore } from "./helpers/tmp.js";
+import { expectError, expectReplayable } from "./helpers/expect.js";
 
 const operator: Actor = { actor: "alice", reason: "bad batch", command: "mend test rollback" };
 
@@ -30,11 +30,6 @@ const DIAMOND = spec([
   { id: "d", deps: ["b", "c"] },
 ]);
 
-async function expectConsistent(store: SqliteStore): Promise<void> {
-  expect(await store.replay()).toEqual(await store.snapshot());
-  expect((await store.verifyChain()).ok).toBe(true);
-}
-
 /** Everything a refused or dry-run operation must leave as it was. */
 async function written(store: SqliteStore) {
   const { n } = store.db.prepare("SELECT COUNT(*) AS n FROM checkpoint_snapshots").get() as {
@@ -47,16 +42,6 @@ async function written(store: SqliteStore) {
     snapshots: n,
     backups: (await store.listBackups()).length,
   };
-}
-
-async function expectError(p: Promise<unknown>, code: string, message: RegExp): Promise<void> {
-  const err = await p.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(MendError);
-  expect((err as MendError).code, (err as MendError).message).toBe(code);
-  expect((err as MendError).message).toMatch(message);
 }
 
 /**
@@ -171,7 +156,7 @@ describe("rollback", () => {
       before: { status: "active", tasks: { c: "running" } },
       after: { status: "active", checkpoint: checkpoint.seq, tasks: { c: "queued" }, kept: ["b"] },
     });
-    await expectConsistent(store);
+    await expectReplayable(store);
 
     // The workstream proceeds: c runs again, then d; nothing completes twice.
     const [again] = await start(store, ["c"]);
@@ -181,7 +166,7 @@ describe("rollback", () => {
     expect((await store.getWorkstream(ws))!.status).toBe("completed");
     const completions = completionsPerTask(await store.listTransitions());
     expect([...completions.values()]).toEqual([1, 1, 1, 1]);
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("to the first checkpoint: tasks completed since are kept, the rest start over", async () => {
@@ -192,7 +177,7 @@ describe("rollback", () => {
     const plan = await store.rollbackWorkstream(ws, first.seq, operator);
     expect(plan.kept).toEqual(["a", "b"]);
     expect(plan.changes.map((c) => [c.key, c.from, c.to])).toEqual([["c", "running", "queued"]]);
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("backs the store up first, and only for a rollback that happens", async () => {
@@ -232,7 +217,7 @@ describe("rollback", () => {
     const real = await store.rollbackWorkstream(ws, "latest", operator);
     expect(real).toEqual(dry);
     expect((await written(store)).snapshots).toBe(1);
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("restores skipped and cancelled states, revoking a lease on the way", async () => {
@@ -262,7 +247,7 @@ describe("rollback", () => {
       ["task_rolled_back", "pending", "skipped"],
     ]);
     expect((await store.getTask(x!.id))!.leaseToken).toBeNull();
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("a task failed at the checkpoint and reopened since runs again, and says so", async () => {
@@ -286,7 +271,7 @@ describe("rollback", () => {
         note: expect.stringMatching(/was failed at the checkpoint.*runs again/),
       },
     ]);
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("reopens a failed workstream", async () => {
@@ -314,7 +299,7 @@ describe("rollback", () => {
     await runToCompletion(store, ["a"]);
     await runToCompletion(store, ["b"]);
     expect((await store.getWorkstream(ws))!.status).toBe("completed");
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("a rollback that changes nothing writes nothing", async () => {

@@ -7,6 +7,7 @@ import type { SqliteStore } from "../src/store/sqlite/SqliteStore.js";
 import type { ClaimedTask, Actor, FailurePlanner, Outcome } from "../src/store/store.js";
 import { failureOf, spec, statusesByKey } from "./helpers/specs.js";
 import { openSqlite, tempStore } from "./helpers/tmp.js";
+import { expectReplayable } from "./helpers/expect.js";
 
 const planner = createPlanner({ random: () => 0 });
 const LEASE_MS = 5_000;
@@ -86,11 +87,6 @@ async function logLength(store: SqliteStore): Promise<number> {
   return (await store.listTransitions()).length;
 }
 
-async function expectConsistent(store: SqliteStore): Promise<void> {
-  expect(await store.replay()).toEqual(await store.snapshot());
-  expect((await store.verifyChain()).ok).toBe(true);
-}
-
 describe("submit", () => {
   it("counts each workstream's tasks by status", async () => {
     const { store } = setup();
@@ -153,7 +149,7 @@ describe("submit", () => {
       "task_created",
     ]);
     expect(log.every((t) => t.actor === "tester" && t.workstreamId === workstreamId)).toBe(true);
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("keeps several workstreams apart", async () => {
@@ -277,7 +273,7 @@ describe("dependencies", () => {
     const d = await run(store, "d");
     await settle(store, [complete(d)]);
     expect((await store.getWorkstream(workstreamId))!.status).toBe("completed");
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("a skipped dependency satisfies its dependents", async () => {
@@ -309,7 +305,7 @@ describe("dependencies", () => {
     const b = await run(store, "b");
     await settle(store, [complete(b)]);
     expect((await store.getWorkstream(workstreamId))!.status).toBe("completed");
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("a critical failure leaves dependents pending; the workstream fails once nothing runs", async () => {
@@ -341,7 +337,7 @@ describe("dependencies", () => {
     expect((await store.getWorkstream(workstreamId))!.status).toBe("failed");
     const wsLog = await store.listTransitions({ entityId: workstreamId });
     expect(wsLog.at(-1)).toMatchObject({ event: "workstream_failed", severity: "error" });
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("retries a recoverable failure until its attempts run out", async () => {
@@ -399,7 +395,7 @@ describe("dependencies", () => {
     expect(await claim(store, 5)).toEqual([]);
     await settle(store, [complete(r!)]);
     expect((await store.getWorkstream(workstreamId))!.status).toBe("failed");
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("onFailure: continue does not cancel independent branches", async () => {
@@ -456,7 +452,7 @@ describe("operator actions", () => {
     expect((await store.listTransitions({ entityId: a.id })).map((t) => t.event)).toContain(
       "task_recovered",
     );
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("retry of a failed task whose deps are not satisfied puts it back to pending", async () => {
@@ -493,7 +489,7 @@ describe("operator actions", () => {
     ]);
     const skipEvent = (await store.listTransitions({ entityId: `${workstreamId}/b` })).at(-1)!;
     expect(skipEvent).toMatchObject({ event: "task_skipped", severity: "warning", actor: "alice" });
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("cancelling a running task releases its lease and the workstream settles", async () => {
@@ -506,7 +502,7 @@ describe("operator actions", () => {
     expect((await store.getWorkstream(workstreamId))!.status).toBe("failed");
     // The worker's late outcome is refused.
     expect((await settle(store, [complete(a)]))[0]).toMatchObject({ applied: false });
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("skipping the last failed task of a failed workstream completes it", async () => {
@@ -529,7 +525,7 @@ describe("operator actions", () => {
     expect(after.status).toBe("skipped");
     expect(await statusesByKey(store, workstreamId)).toEqual({ a: "skipped", b: "queued" });
     expect((await store.getWorkstream(workstreamId))!.status).toBe("active");
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("retrying a skipped dependency makes its not-yet-started dependents wait for it again", async () => {
@@ -618,7 +614,7 @@ describe("operator actions", () => {
     expect(afterSkip).toBeGreaterThan(before);
     expect((await store.listInterventions()).map((i) => i.target)).toEqual([id("q"), id("wait")]);
     expect(snap.tasks[id("done")]).toEqual((await store.snapshot()).tasks[id("done")]);
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 });
 
@@ -653,7 +649,7 @@ describe("atomicity and durability", () => {
       c: "queued",
       d: "pending",
     });
-    await expectConsistent(store);
+    await expectReplayable(store);
 
     // Nothing was lost: the same outcomes, with a working planner, apply in full.
     const r = await store.exchange({
@@ -669,7 +665,7 @@ describe("atomicity and durability", () => {
     // The log continues the chain without a gap.
     const log = await store.listTransitions();
     expect(log.map((t) => t.seq)).toEqual(log.map((_, i) => i + 1));
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("a planner that throws during a lease sweep rolls the whole sweep back", async () => {
@@ -688,7 +684,7 @@ describe("atomicity and durability", () => {
     expect(await logLength(store)).toBe(lenBefore);
     const swept = await store.sweepExpiredLeases(planner);
     expect(swept).toHaveLength(2);
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("keeps everything across close and reopen of the same file", async () => {
@@ -712,7 +708,7 @@ describe("atomicity and durability", () => {
     expect(await reopened.listInterventions()).toEqual(ivs);
     expect(await reopened.listWorkers()).toEqual(workers);
     expect((await reopened.getTask(a!.id))!.output).toEqual({ answer: 42 });
-    await expectConsistent(reopened);
+    await expectReplayable(reopened);
 
     // And it carries on from where it was: the chain and fencing tokens continue.
     const [b] = await claim(reopened, 1);
@@ -720,7 +716,7 @@ describe("atomicity and durability", () => {
     expect(b!.leaseToken).toBe(log.at(-1)!.seq + 1);
     await settle(reopened, [complete(b!)]);
     expect((await reopened.getWorkstream(workstreamId))!.status).toBe("failed"); // c cancelled
-    await expectConsistent(reopened);
+    await expectReplayable(reopened);
 
     // The data is in the file itself (an independent connection sees it).
     const raw = new Database(path, { readonly: true });
@@ -750,6 +746,6 @@ describe("atomicity and durability", () => {
     expect(r.settled[1]).toMatchObject({ applied: false });
     expect((r.settled[1] as { reason: string }).reason).toMatch(/no longer held/);
     expect((await store.getTask(b!.id))!.status).toBe("running");
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 });

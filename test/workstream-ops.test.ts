@@ -14,35 +14,13 @@ import {
 } from "./helpers/exchange.js";
 import { spec, statusesByKey } from "./helpers/specs.js";
 import { tempStore } from "./helpers/tmp.js";
+import { expectError, expectReplayable, written } from "./helpers/expect.js";
 
 const operator: Actor = { actor: "bob", reason: "fixed the tool", command: "mend test" };
 
 function setup() {
   const clock = new FakeClock();
   return { clock, ...tempStore(clock) };
-}
-
-async function expectConsistent(store: SqliteStore): Promise<void> {
-  expect(await store.replay()).toEqual(await store.snapshot());
-  expect((await store.verifyChain()).ok).toBe(true);
-}
-
-async function written(store: SqliteStore) {
-  return {
-    snapshot: await store.snapshot(),
-    log: (await store.listTransitions()).length,
-    interventions: (await store.listInterventions()).length,
-  };
-}
-
-async function expectError(p: Promise<unknown>, code: string, message: RegExp): Promise<void> {
-  const err = await p.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(MendError);
-  expect((err as MendError).code, (err as MendError).message).toBe(code);
-  expect((err as MendError).message).toMatch(message);
 }
 
 async function attemptsByKey(store: SqliteStore, ws: string): Promise<Record<string, number>> {
@@ -110,7 +88,7 @@ describe("workstream retry", () => {
     await runToCompletion(store, ["a", "c"]);
     await runToCompletion(store, ["b"]);
     expect((await store.getWorkstream(ws))!.status).toBe("completed");
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("retry-failed reruns the failed task and what depends on it; the rest stays", async () => {
@@ -131,7 +109,7 @@ describe("workstream retry", () => {
     await runToCompletion(store, ["c"]);
     await runToCompletion(store, ["d"]);
     expect((await store.getWorkstream(ws))!.status).toBe("completed");
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("retry-failed resets the dependents of a cancelled or non-critical failed task, running ones too", async () => {
@@ -156,7 +134,7 @@ describe("workstream retry", () => {
       ["x", "cancelled", "queued", false],
     ]);
     expect((await settle(store, [complete(m!)]))[0]).toMatchObject({ applied: false });
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("retry-failed with nothing failed changes nothing", async () => {
@@ -205,7 +183,7 @@ describe("workstream resume", () => {
     await runToCompletion(store, ["b"]);
     await runToCompletion(store, ["d"]);
     expect((await store.getWorkstream(ws))!.status).toBe("completed");
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("a dry run shows the same plan and writes nothing", async () => {
@@ -268,7 +246,7 @@ describe("deps remove", () => {
     // The claim's own dependency check (task_deps) agrees: d runs while c stays failed.
     await runToCompletion(store, ["d"]);
     expect(await statusesByKey(store, ws)).toMatchObject({ c: "failed", d: "completed" });
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("leaves the task pending while another dependency holds it", async () => {
@@ -282,7 +260,7 @@ describe("deps remove", () => {
     expect(removal).toEqual(dry);
     await runToCompletion(store, ["a", "b"]);
     expect((await statusesByKey(store, ws)).c).toBe("queued");
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("refuses what is not a dependency (naming the real ones) and tasks that no longer wait", async () => {
@@ -394,7 +372,7 @@ describe("archive and merge", () => {
       /is merged \(its results are in their destination\); it cannot be resumed/,
     );
     await expectError(store.archiveWorkstream(ws, operator), "refused", /is merged/);
-    await expectConsistent(store);
+    await expectReplayable(store);
   });
 
   it("unknown workstreams are not found", async () => {

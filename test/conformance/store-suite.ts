@@ -168,9 +168,9 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
           ]),
         );
         const order: string[] = [];
-        for (let i = 0; i < 4; i++) order.push((await claimAs(store, "w1", 1))[0]!.key);
+        for (let i = 0; i < 4; i++) order.push((await claimAs(store, "w1", ["work"], 1))[0]!.key);
         expect(order).toEqual(["high", "mid", "old", "low"]);
-        expect(await claimAs(store, "w1", 1)).toEqual([]);
+        expect(await claimAs(store, "w1", ["work"], 1)).toEqual([]);
         await expectConsistent(store, clock);
       });
 
@@ -186,17 +186,17 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
         });
         expect((await store.getTask(a.id))!.runAt).toBe(clock.now() + 1000);
         clock.advance(500);
-        expect((await claimAs(store, "w1", 5)).map((t) => t.key)).toEqual(["b"]);
+        expect((await claimAs(store, "w1", ["work"], 5)).map((t) => t.key)).toEqual(["b"]);
         clock.advance(500);
-        const again = await claimAs(store, "w1", 5);
+        const again = await claimAs(store, "w1", ["work"], 5);
         expect(again.map((t) => [t.key, t.attempts])).toEqual([["a", 2]]);
 
         const later = await store.submit(spec([{ id: "x" }, { id: "y" }]));
         const x = await claimKey(store, "x");
         await settle(store, "w1", [failed(x, "network")]);
         clock.advance(5_000);
-        expect((await claimAs(store, "w1", 1))[0]!.key).toBe("y");
-        expect((await claimAs(store, "w1", 1))[0]!.key).toBe("x");
+        expect((await claimAs(store, "w1", ["work"], 1))[0]!.key).toBe("y");
+        expect((await claimAs(store, "w1", ["work"], 1))[0]!.key).toBe("x");
         expect(await statusesByKey(store, workstreamId)).toEqual({ a: "running", b: "running" });
         expect(await statusesByKey(store, later.workstreamId)).toEqual({
           x: "running",
@@ -213,8 +213,8 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
             { id: "b", handler: "beta" },
           ]),
         );
-        expect(await claimAs(store, "w1", 5, ["gamma"])).toEqual([]);
-        const got = await claimAs(store, "w1", 5, ["beta"]);
+        expect(await claimAs(store, "w1", ["gamma"], 5)).toEqual([]);
+        const got = await claimAs(store, "w1", ["beta"], 5);
         expect(got.map((t) => t.key)).toEqual(["b"]);
         const t = (await store.getTask(got[0]!.id))!;
         expect(t).toMatchObject({
@@ -225,7 +225,7 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
           leaseExpiresAt: clock.now() + LEASE_MS,
         });
         // A later grant always carries a larger token.
-        const a = await claimAs(store, "w2", 1, ["alpha"]);
+        const a = await claimAs(store, "w2", ["alpha"], 1);
         expect(a[0]!.leaseToken).toBeGreaterThan(got[0]!.leaseToken);
         await expectConsistent(store, clock);
       });
@@ -243,17 +243,17 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
         );
         await store.skipTask(`${workstreamId}/s`, operator);
         const a = await claimKey(store, "a");
-        expect(await claimAs(store, "w1", 5)).toEqual([]);
+        expect(await claimAs(store, "w1", ["work"], 5)).toEqual([]);
         await report(store, "w1", [completed(a)]);
         expect(await statusesByKey(store, workstreamId)).toMatchObject({
           b: "queued",
           c: "queued",
           d: "pending",
         });
-        const [b, c] = await claimAs(store, "w1", 2);
+        const [b, c] = await claimAs(store, "w1", ["work"], 2);
         await report(store, "w1", [completed(b!)]);
         expect((await statusesByKey(store, workstreamId)).d).toBe("pending");
-        expect(await claimAs(store, "w1", 5)).toEqual([]);
+        expect(await claimAs(store, "w1", ["work"], 5)).toEqual([]);
         await report(store, "w1", [completed(c!)]);
         expect(await eventsOf(store, `${workstreamId}/d`)).toEqual(["task_created", "task_ready"]);
         const d = await claimKey(store, "d");
@@ -269,7 +269,7 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
         const { workstreamId } = await store.submit(
           spec([{ id: "a" }, { id: "b", deps: ["a"] }, { id: "c" }]),
         );
-        const [a, c] = await claimAs(store, "w1", 2);
+        const [a, c] = await claimAs(store, "w1", ["work"], 2);
         const r = await store.exchange({
           workerId: "w1",
           outcomes: [completed(a!), completed(c!)],
@@ -297,7 +297,7 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
         const { workstreamId } = await store.submit(
           spec([{ id: "a" }, { id: "b" }, { id: "c" }, { id: "d", deps: ["a"] }]),
         );
-        const [a, b] = await claimAs(store, "w1", 2);
+        const [a, b] = await claimAs(store, "w1", ["work"], 2);
         const seq = await store.lastSeq();
         const snap = await store.snapshot();
         await expect(
@@ -477,7 +477,7 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
         let a = await claimKey(store, "a");
         await report(store, "w1", [failed(a, "network")]);
         clock.advance(999);
-        expect(await claimAs(store, "w1", 1)).toEqual([]);
+        expect(await claimAs(store, "w1", ["work"], 1)).toEqual([]);
         clock.advance(1);
         a = await claimKey(store, "a");
         expect(a.attempts).toBe(2);
@@ -602,7 +602,7 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
         const { workstreamId } = await store.submit(
           spec([{ id: "a" }, { id: "b", deps: ["a"] }, { id: "c" }]),
         );
-        const [a, c] = await claimAs(store, "w1", 2);
+        const [a, c] = await claimAs(store, "w1", ["work"], 2);
         await report(store, "w1", [failed(a!, "logic")]);
         expect(await wsStatus(store, workstreamId)).toBe("active");
         await report(store, "w1", [completed(c!)]);
@@ -655,7 +655,7 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
             { onFailure: "stop" },
           ),
         );
-        const [a, r] = await claimAs(store, "w1", 2);
+        const [a, r] = await claimAs(store, "w1", ["work"], 2);
         expect([a!.key, r!.key]).toEqual(["a", "r"]);
         await report(store, "w1", [failed(a!, "logic")]);
         expect(await statusesByKey(store, workstreamId)).toEqual({
@@ -665,7 +665,7 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
           q: "cancelled",
         });
         expect(await wsStatus(store, workstreamId)).toBe("active");
-        expect(await claimAs(store, "w1", 5)).toEqual([]);
+        expect(await claimAs(store, "w1", ["work"], 5)).toEqual([]);
         await report(store, "w1", [completed(r!)]);
         expect(await wsStatus(store, workstreamId)).toBe("failed");
         await expectConsistent(store, clock);
@@ -697,7 +697,7 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
         const { store, clock } = await setup();
         const { workstreamId } = await store.submit(guarded("research", 5));
         expect(await breakerOf(store)).toMatchObject({ status: "closed", forced: false });
-        const [s1, s2, s3] = await claimAs(store, "w1", 3, ["search"]);
+        const [s1, s2, s3] = await claimAs(store, "w1", ["search"], 3);
         await report(store, "w1", [failed(s1!, "network"), failed(s2!, "external_service")]);
         expect(await breakerOf(store)).toMatchObject({ status: "closed", failures: 2 });
         await report(store, "w1", [failed(s3!, "network")]);
@@ -709,8 +709,8 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
         expect(await eventsOf(store, BREAKER)).toEqual(["breaker_created", "breaker_opened"]);
         const before = await byKey(store, workstreamId);
         clock.advance(OPEN_MS - 1);
-        expect(await claimAs(store, "w1", 10, ["search"])).toEqual([]);
-        expect(await claimAs(store, "w2", 10, ["search"])).toEqual([]);
+        expect(await claimAs(store, "w1", ["search"], 10)).toEqual([]);
+        expect(await claimAs(store, "w2", ["search"], 10)).toEqual([]);
         expect(await store.advanceBreakers()).toEqual([]);
         const after = await byKey(store, workstreamId);
         for (const k of Object.keys(before)) expect(after[k]!.attempts).toBe(before[k]!.attempts);
@@ -725,10 +725,10 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
         const { store, clock } = await setup();
         await store.submit(guarded("research", 6));
         await store.controlBreaker(BREAKER, "open", operator);
-        expect(await claimAs(store, "w1", 10, ["search"])).toEqual([]);
+        expect(await claimAs(store, "w1", ["search"], 10)).toEqual([]);
         await store.controlBreaker(BREAKER, "reset", operator);
         // Open through failures, then let the open time pass.
-        const first = await claimAs(store, "w1", 3, ["search"]);
+        const first = await claimAs(store, "w1", ["search"], 3);
         await report(
           store,
           "w1",
@@ -736,10 +736,10 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
         );
         expect((await breakerOf(store))!.status).toBe("open");
         clock.advance(OPEN_MS);
-        const probes = await claimAs(store, "w1", 10, ["search"]);
+        const probes = await claimAs(store, "w1", ["search"], 10);
         expect(probes).toHaveLength(2);
         expect((await breakerOf(store))!.status).toBe("half_open");
-        expect(await claimAs(store, "w2", 10, ["search"])).toEqual([]);
+        expect(await claimAs(store, "w2", ["search"], 10)).toEqual([]);
         await report(store, "w1", [failed(probes[0]!, "external_service")]);
         expect(await breakerOf(store)).toMatchObject({
           status: "open",
@@ -748,13 +748,13 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
         await report(store, "w1", [completed(probes[1]!)]);
         expect((await breakerOf(store))!.status).toBe("open");
         clock.advance(OPEN_MS);
-        const second = await claimAs(store, "w2", 5, ["search"]);
+        const second = await claimAs(store, "w2", ["search"], 5);
         expect(second).toHaveLength(2);
         await report(store, "w2", [completed(second[0]!)]);
         expect(await breakerOf(store)).toMatchObject({ status: "half_open", successes: 1 });
         // A finished probe frees one slot.
-        expect(await claimAs(store, "w1", 5, ["search"])).toHaveLength(1);
-        expect(await claimAs(store, "w1", 5, ["search"])).toEqual([]);
+        expect(await claimAs(store, "w1", ["search"], 5)).toHaveLength(1);
+        expect(await claimAs(store, "w1", ["search"], 5)).toEqual([]);
         await report(store, "w2", [completed(second[1]!)]);
         expect(await breakerOf(store)).toMatchObject({
           status: "closed",
@@ -771,7 +771,7 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
       it("revives failed tasks once probes closed their breaker; the workstream reopens and completes", async () => {
         const { store, clock } = await setup();
         const { workstreamId, taskIds } = await store.submit(guarded("outage", 3, 1));
-        const claimed = await claimAs(store, "w1", 3, ["search"]);
+        const claimed = await claimAs(store, "w1", ["search"], 3);
         await report(
           store,
           "w1",
@@ -783,7 +783,7 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
         // Open (nobody probed): nothing to revive.
         expect(await store.reviveTasks(DEFAULT_REVIVAL)).toEqual([]);
         await store.submit(guarded("probes", 2, 3));
-        const probes = await claimAs(store, "w2", 5, ["search"]);
+        const probes = await claimAs(store, "w2", ["search"], 5);
         expect(probes).toHaveLength(2);
         expect(await store.reviveTasks(DEFAULT_REVIVAL)).toEqual([]); // half-open
         await report(
@@ -806,7 +806,7 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
         }
         expect(await wsStatus(store, workstreamId)).toBe("active");
         expect(await store.reviveTasks(DEFAULT_REVIVAL)).toEqual([]);
-        const again = await claimAs(store, "w1", 5, ["search"]);
+        const again = await claimAs(store, "w1", ["search"], 5);
         await report(
           store,
           "w1",
@@ -830,7 +830,7 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
           }),
         );
         await store.controlBreaker(BREAKER, "open", operator);
-        expect(await claimAs(store, "w", 5)).toEqual([]);
+        expect(await claimAs(store, "w", ["work"], 5)).toEqual([]);
         clock.advance(9_999);
         expect(await store.expireDeadlines()).toEqual([]);
         clock.advance(1);

@@ -1,6 +1,7 @@
 /**
- * Store-level helpers for the recovery-strategy tests (breakers, fallbacks, revival, deadlines):
- * acting as a worker with any handler names, building outcomes, and checking invariants.
+ * Store-level helpers for the recovery-strategy tests and the store conformance suite: acting as
+ * a worker with any handler names, building outcomes, and checking invariants, through the
+ * `Store` interface only (only `setupStore` knows it is SQLite).
  */
 import { expect } from "vitest";
 import { FakeClock } from "../../src/engine/clock.js";
@@ -8,7 +9,7 @@ import { createPlanner } from "../../src/engine/planner.js";
 import type { Failure, FailureCategory } from "../../src/model/failure.js";
 import { validateStore } from "../../src/state/validate.js";
 import type { SqliteStore } from "../../src/store/sqlite/SqliteStore.js";
-import type { ClaimedTask, Outcome, Settlement } from "../../src/store/store.js";
+import type { ClaimedTask, Outcome, Settlement, Store } from "../../src/store/store.js";
 import { tempStore } from "./tmp.js";
 
 export const LEASE_MS = 5_000;
@@ -24,7 +25,7 @@ export function setupStore(): { clock: FakeClock; store: SqliteStore; path: stri
 
 /** One worker round trip: settle `outcomes`, then claim up to `claim` tasks of `handlers`. */
 export async function exchange(
-  store: SqliteStore,
+  store: Store,
   worker: string,
   handlers: string[],
   claim: number,
@@ -37,7 +38,7 @@ export async function exchange(
 
 /** Claims up to `n` tasks of `handlers` for `worker`. */
 export async function claimAs(
-  store: SqliteStore,
+  store: Store,
   worker: string,
   handlers: string[],
   n: number,
@@ -48,7 +49,7 @@ export async function claimAs(
 
 /** Reports outcomes for `worker`, claiming nothing; asserts each was applied. */
 export async function report(
-  store: SqliteStore,
+  store: Store,
   worker: string,
   outcomes: Outcome[],
 ): Promise<Settlement[]> {
@@ -84,12 +85,12 @@ export function failed(
 }
 
 /** The events of one entity's transitions, in order. */
-export async function eventsOf(store: SqliteStore, entityId: string): Promise<string[]> {
+export async function eventsOf(store: Store, entityId: string): Promise<string[]> {
   return (await store.listTransitions({ entityId })).map((t) => t.event);
 }
 
 /** Invariant 2 (replay equals state), the hash chain, and every check of `validateStore`. */
-export async function expectConsistent(store: SqliteStore, clock: FakeClock): Promise<void> {
+export async function expectConsistent(store: Store, clock: FakeClock): Promise<void> {
   expect(await store.replay()).toEqual(await store.snapshot());
   const report = await validateStore(store, clock);
   const failing = report.checks.filter((c) => !c.ok);

@@ -87,35 +87,29 @@ export function registerWorkstream(program: Command): void {
     },
   );
 
-  withChangeOptions(
-    group
-      .command("retry")
-      .description("run the whole workstream again: every task, completed ones too")
-      .argument("<workstream>", "workstream id, id prefix or name")
-      .option("--reason <text>", "why, for the interventions log"),
-  ).action(async (ref: string, opts: ChangeOptions, cmd: Command) => {
-    await withStore(cmd, async (store) => {
-      const ws = await resolveWorkstream(store, ref);
-      await recover(cmd, opts, ws, (dryRun) =>
-        store.retryWorkstream(ws.id, "all", personActing(opts.reason), { dryRun }),
-      );
+  for (const [name, scope, description] of [
+    ["retry", "all", "run the whole workstream again: every task, completed ones too"],
+    [
+      "retry-failed",
+      "failed",
+      "run the failed and cancelled tasks again, and what depends on them",
+    ],
+  ] as const) {
+    withChangeOptions(
+      group
+        .command(name)
+        .description(description)
+        .argument("<workstream>", "workstream id, id prefix or name")
+        .option("--reason <text>", "why, for the interventions log"),
+    ).action(async (ref: string, opts: ChangeOptions, cmd: Command) => {
+      await withStore(cmd, async (store) => {
+        const ws = await resolveWorkstream(store, ref);
+        await recover(cmd, opts, ws, (dryRun) =>
+          store.retryWorkstream(ws.id, scope, personActing(opts.reason), { dryRun }),
+        );
+      });
     });
-  });
-
-  withChangeOptions(
-    group
-      .command("retry-failed")
-      .description("run the failed and cancelled tasks again, and what depends on them")
-      .argument("<workstream>", "workstream id, id prefix or name")
-      .option("--reason <text>", "why, for the interventions log"),
-  ).action(async (ref: string, opts: ChangeOptions, cmd: Command) => {
-    await withStore(cmd, async (store) => {
-      const ws = await resolveWorkstream(store, ref);
-      await recover(cmd, opts, ws, (dryRun) =>
-        store.retryWorkstream(ws.id, "failed", personActing(opts.reason), { dryRun }),
-      );
-    });
-  });
+  }
 
   withChangeOptions(
     group
