@@ -2,6 +2,7 @@
  * The monitor's revival sweep on the SQLite store: failed tasks whose cause has cleared are queued
  * again, each as one transition (`task_revived`) with the evidence and its confidence.
  */
+import type { BreakerRecord } from "../../model/records.js";
 import { restartedDeadline, revivalEvidence } from "../../recovery/revive.js";
 import type { Revival, RevivalOptions } from "../store.js";
 import { getBreakerRow, runningProbes } from "./breakers.js";
@@ -77,12 +78,18 @@ export function reviveTasks(store: SqliteStore, options: RevivalOptions): Reviva
     const now = store.clock.now();
     const revived: Revival[] = [];
     const touched = new Set<string>();
+    // Many failed tasks share a breaker: read each breaker once per sweep.
+    const breakers = new Map<string, BreakerRecord | null>();
+    const breakerOf = (name: string) => {
+      if (!breakers.has(name)) breakers.set(name, getBreakerRow(store, name));
+      return breakers.get(name)!;
+    };
     /** Probes each half-open breaker still wants, counted down as tasks are revived as probes. */
     const slots = new Map<string, number>();
     for (const r of candidates(store, options.maxRevivals)) {
       if (revived.length >= options.limit) break;
       const task = rowToTask(r);
-      const breaker = task.breaker === null ? null : getBreakerRow(store, task.breaker);
+      const breaker = task.breaker === null ? null : breakerOf(task.breaker);
       if (breaker?.status === "half_open" && !slots.has(breaker.id)) {
         const queued = store
           .stmt("SELECT COUNT(*) AS n FROM tasks WHERE breaker = ? AND status = 'queued'")

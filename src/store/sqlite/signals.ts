@@ -13,10 +13,14 @@ import type { SqliteStore } from "./SqliteStore.js";
 /** The one degradation row's id. */
 const SYSTEM = "system";
 
-/** The stored degradation level, or normal when none was ever recorded. */
-export function readDegradation(store: SqliteStore): DegradationRecord {
+/** The degradation row, or null when no level was ever recorded. */
+function storedDegradation(store: SqliteStore): DegradationRecord | null {
   const row = store.stmt("SELECT * FROM degradation WHERE id = ?").get(SYSTEM);
-  if (row) return rowToDegradation(row as Record<string, unknown>);
+  return row ? rowToDegradation(row as Record<string, unknown>) : null;
+}
+
+/** Level 0 as a record: what the system is before any level was recorded. */
+function normalRecord(): DegradationRecord {
   return {
     id: SYSTEM,
     status: "normal",
@@ -27,6 +31,11 @@ export function readDegradation(store: SqliteStore): DegradationRecord {
   };
 }
 
+/** The stored degradation level, or normal when none was ever recorded. */
+export function readDegradation(store: SqliteStore): DegradationRecord {
+  return storedDegradation(store) ?? normalRecord();
+}
+
 /** Records a level change as a transition; null when `view` is the current level. */
 export function setDegradation(
   store: SqliteStore,
@@ -35,10 +44,12 @@ export function setDegradation(
   actor: string,
 ): DegradationRecord | null {
   return store.write(() => {
-    const exists = store.stmt("SELECT 1 FROM degradation WHERE id = ?").get(SYSTEM) !== undefined;
-    const current = readDegradation(store);
-    if (exists && current.level === view.level && current.name === view.name) return null;
-    if (!exists && view.level === 0) return null;
+    const stored = storedDegradation(store);
+    const exists = stored !== null;
+    const current = stored ?? normalRecord();
+    if (exists ? current.level === view.level && current.name === view.name : view.level === 0) {
+      return null;
+    }
     const to = view.level === 0 ? "normal" : "degraded";
     store.transition({
       kind: "degradation",
