@@ -2,7 +2,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { openStore } from "../src/store/open.js";
-import { type CliResult, FIXTURES, runCli } from "./helpers/cli.js";
+import { type CliResult, FIXTURES, runCli, json } from "./helpers/cli.js";
 import { tmpDir } from "./helpers/tmp.js";
 
 const HANDLERS = join(FIXTURES, "handlers.mjs");
@@ -20,11 +20,6 @@ function cliStore() {
     return path;
   };
   return { dir, url, mend, file };
-}
-
-function json<T = unknown>(r: CliResult): T {
-  expect(r.code, `stderr: ${r.stderr}`).toBe(0);
-  return JSON.parse(r.stdout) as T;
 }
 
 /** The JSON lines `mend events --json` prints. */

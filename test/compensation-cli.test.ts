@@ -5,7 +5,7 @@ import type { CompensationPlan } from "../src/recovery/compensate.js";
 import { openStore } from "../src/store/open.js";
 import type { Store } from "../src/store/store.js";
 import { fail, runToCompletion, settle, start } from "./helpers/exchange.js";
-import { type CliResult, runCli } from "./helpers/cli.js";
+import { json, runCli } from "./helpers/cli.js";
 import { tmpDir } from "./helpers/tmp.js";
 
 const ACTOR = "erin@test";
@@ -24,11 +24,6 @@ function cliStore() {
     }
   };
   return { mend, withStore };
-}
-
-function json<T = unknown>(r: CliResult): T {
-  expect(r.code, `stderr: ${r.stderr}`).toBe(0);
-  return JSON.parse(r.stdout) as T;
 }
 
 /** a → b → c, each undone by handler `undo` except c; a and b completed. */

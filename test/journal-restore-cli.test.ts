@@ -17,7 +17,7 @@ import type { InterventionRecord } from "../src/model/records.js";
 import type { BackupInfo } from "../src/state/backups.js";
 import { journalDirFor, listSegments, readJournal } from "../src/state/journal.js";
 import type { SqliteStore } from "../src/store/sqlite/SqliteStore.js";
-import { type CliResult, runCli } from "./helpers/cli.js";
+import { json, runCli } from "./helpers/cli.js";
 import { complete, fail, settle, start } from "./helpers/exchange.js";
 import { spec } from "./helpers/specs.js";
 import { openSqlite, tmpDir } from "./helpers/tmp.js";
@@ -32,11 +32,6 @@ function cliStore() {
   const mend = (...args: string[]) =>
     runCli(["--store", `sqlite:${path}`, ...args], { env: { MEND_ACTOR: ACTOR } });
   return { dir, path, mend };
-}
-
-function json<T>(r: CliResult): T {
-  expect(r.code, `stderr: ${r.stderr}`).toBe(0);
-  return JSON.parse(r.stdout) as T;
 }
 
 /** Works on the store in-process, closing it after. */

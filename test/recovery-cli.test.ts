@@ -6,7 +6,7 @@ import type { BreakerRecord, InterventionRecord } from "../src/model/records.js"
 import type { RecoveryMetrics } from "../src/observe/metrics.js";
 import type { SqliteStore } from "../src/store/sqlite/SqliteStore.js";
 import type { ClaimedTask, Outcome } from "../src/store/store.js";
-import { type CliResult, FIXTURES, runCli } from "./helpers/cli.js";
+import { type CliResult, FIXTURES, runCli, json } from "./helpers/cli.js";
 import { complete, fail, settle, start } from "./helpers/exchange.js";
 import { failureOf, spec } from "./helpers/specs.js";
 import { openSqlite, tmpDir } from "./helpers/tmp.js";
@@ -33,11 +33,6 @@ function cliStore() {
     }
   };
   return { clock, mend, writing };
-}
-
-function json<T = unknown>(r: CliResult): T {
-  expect(r.code, `stderr: ${r.stderr}`).toBe(0);
-  return JSON.parse(r.stdout) as T;
 }
 
 function ok(r: CliResult): string {

@@ -7,7 +7,7 @@ import { createPlanner } from "../src/engine/planner.js";
 import type { BackupInfo } from "../src/state/backups.js";
 import type { ValidationReport } from "../src/state/validate.js";
 import type { SqliteStore } from "../src/store/sqlite/SqliteStore.js";
-import { type CliResult, FIXTURES, runCli, spawnCli } from "./helpers/cli.js";
+import { FIXTURES, json, runCli, spawnCli } from "./helpers/cli.js";
 import { spec } from "./helpers/specs.js";
 import { openSqlite, tmpDir } from "./helpers/tmp.js";
 import { waitFor } from "./helpers/wait.js";
@@ -24,11 +24,6 @@ async function cliStore() {
   const mend = (...args: string[]) =>
     runCli(["--store", `sqlite:${path}`, ...args], { env: { MEND_ACTOR: ACTOR } });
   return { dir, path, mend };
-}
-
-function json<T>(r: CliResult): T {
-  expect(r.code, `stderr: ${r.stderr}`).toBe(0);
-  return JSON.parse(r.stdout) as T;
 }
 
 /** Reads the store in-process, closing it after. */

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { openStore } from "../src/store/open.js";
 import type { Store } from "../src/store/store.js";
 import { complete, fail, runToCompletion, settle, start } from "./helpers/exchange.js";
-import { type CliResult, runCli } from "./helpers/cli.js";
+import { json, runCli } from "./helpers/cli.js";
 import { spec } from "./helpers/specs.js";
 import { tmpDir } from "./helpers/tmp.js";
 
@@ -24,11 +24,6 @@ function cliStore() {
     }
   };
   return { url, mend, withStore };
-}
-
-function json<T = unknown>(r: CliResult): T {
-  expect(r.code, `stderr: ${r.stderr}`).toBe(0);
-  return JSON.parse(r.stdout) as T;
 }
 
 /**

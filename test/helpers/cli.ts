@@ -3,7 +3,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { onTestFinished } from "vitest";
+import { expect, onTestFinished } from "vitest";
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const CLI = join(REPO_ROOT, "dist", "cli", "main.js");
@@ -139,4 +139,10 @@ export async function waitExit(
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** The JSON a command printed, asserting it exited 0 (its stderr is the failure message). */
+export function json<T = unknown>(r: CliResult): T {
+  expect(r.code, `stderr: ${r.stderr}`).toBe(0);
+  return JSON.parse(r.stdout) as T;
 }
