@@ -14,6 +14,7 @@ export type MendErrorCode =
   | "lease_lost"
   | "store_incompatible"
   | "store_corrupt"
+  | "store_unavailable"
   | "internal";
 
 /** CLI exit codes from DESIGN.md: 0 ok, 1 ran and failed, 2 invalid input, 3 not found, 4 refused. */
@@ -27,6 +28,7 @@ export const EXIT_CODES: Record<MendErrorCode, number> = {
   lease_lost: 4,
   store_incompatible: 4,
   store_corrupt: 1,
+  store_unavailable: 1,
   internal: 1,
 };
 

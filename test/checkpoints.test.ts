@@ -19,7 +19,7 @@ import {
   checkpointAt,
   latestQuietCheckpoint,
   openCheckpointLog,
-} from "../src/store/sqlite/checkpoints.js";
+} from "../src/store/sql/checkpoints.js";
 import { SqliteStore } from "../src/store/sqlite/SqliteStore.js";
 import type { Actor } from "../src/store/store.js";
 import { runToCompletion, start } from "./helpers/exchange.js";
@@ -150,9 +150,9 @@ describe("snapshots", () => {
     for (const limit of [1, 7, 99, 100, 101, 250]) {
       expect(await store.listCheckpoints(ws, limit)).toEqual(fromLog.slice(0, limit));
     }
-    const log = openCheckpointLog(store, ws);
+    const log = await openCheckpointLog(store.q, ws);
     for (const c of fromLog.filter((_, i) => i % 13 === 0)) {
-      expect(checkpointAt(log, c.seq)).toEqual(c);
+      expect(await checkpointAt(log, c.seq)).toEqual(c);
     }
     // No snapshot written twice.
     expect(snapshotRows(store, ws)).toEqual(rows);
@@ -230,9 +230,9 @@ describe("snapshots", () => {
     );
     expect(expected!.seq).toBe(quiet!.seq);
     expect(snapshotRows(store, ws).length).toBeGreaterThan(4);
-    expect(latestQuietCheckpoint(openCheckpointLog(store, ws))).toEqual(expected);
+    expect(await latestQuietCheckpoint(await openCheckpointLog(store.q, ws))).toEqual(expected);
     store.db.prepare("DELETE FROM checkpoint_snapshots").run();
-    expect(latestQuietCheckpoint(openCheckpointLog(store, ws))).toEqual(expected);
+    expect(await latestQuietCheckpoint(await openCheckpointLog(store.q, ws))).toEqual(expected);
   });
 });
 

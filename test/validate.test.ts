@@ -194,12 +194,12 @@ describe("validateStore", () => {
     const { store, clock, workstreamId } = await running();
     const c = `${workstreamId}/c`;
     // Forged through the write path itself, so chain and replay still hold.
-    store.write(() => {
+    await store.write(async (tx) => {
       for (const [from, to, event] of [
         ["pending", "queued", "task_ready"],
         ["queued", "running", "task_started"],
       ] as const) {
-        store.transition({
+        await tx.transition({
           kind: "task",
           id: c,
           from,
@@ -228,8 +228,8 @@ describe("validateStore", () => {
     const { store, path, clock, b } = await running();
     await exchange(store, [completion(b)], 0);
     tamper(path, "UPDATE tasks SET status = 'running' WHERE id = ?", b.id);
-    store.write(() =>
-      store.transition({
+    await store.write((tx) =>
+      tx.transition({
         kind: "task",
         id: b.id,
         from: "running",

@@ -209,7 +209,8 @@ export class Monitor {
    */
   private async backupIfDue(): Promise<BackupInfo | null> {
     const now = this.clock.now();
-    if (this.backupIntervalMs === 0 || now < this.backupPausedUntil) return null;
+    if (!this.store.backupsSupported || this.backupIntervalMs === 0) return null;
+    if (now < this.backupPausedUntil) return null;
     try {
       if (this.newestBackup === undefined) {
         this.newestBackup = (await this.store.listBackups())[0] ?? null;

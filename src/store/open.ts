@@ -3,6 +3,7 @@ import { resolve } from "node:path";
 import type { Clock } from "../engine/clock.js";
 import { systemClock } from "../engine/clock.js";
 import { MendError } from "../errors.js";
+import { PgStore } from "./postgres/PgStore.js";
 import { SqliteStore } from "./sqlite/SqliteStore.js";
 import type { Store } from "./store.js";
 
@@ -10,12 +11,14 @@ import type { Store } from "./store.js";
 export const DEFAULT_STORE_PATH = ".mend/mend.db";
 
 /**
- * The store URL, from the first of: the `--store` flag, `MEND_STORE`, `store` in
- * `mend.config.json` in `cwd`, then `sqlite:.mend/mend.db`.
+ * The store URL, from the first of: the `--store` flag, `MEND_STORE`, `DATABASE_URL` (when it is
+ * a PostgreSQL URL), `store` in `mend.config.json` in `cwd`, then `sqlite:.mend/mend.db`.
  */
 export function resolveStoreUrl(flag?: string, cwd = process.cwd()): string {
   if (flag) return flag;
   if (process.env.MEND_STORE) return process.env.MEND_STORE;
+  const databaseUrl = process.env.DATABASE_URL;
+  if (databaseUrl && isPostgresUrl(databaseUrl)) return databaseUrl;
   const config = resolve(cwd, "mend.config.json");
   if (existsSync(config)) {
     let parsed: unknown;
@@ -37,21 +40,28 @@ export interface OpenStoreOptions {
   synchronous?: "FULL" | "NORMAL";
 }
 
-/** Opens (creating and migrating as needed) the store at `url`: `sqlite:PATH` or a bare path. */
+/** Whether `url` names a PostgreSQL store. */
+export function isPostgresUrl(url: string): boolean {
+  return url.startsWith("postgres://") || url.startsWith("postgresql://");
+}
+
+/**
+ * Opens (creating and migrating as needed) the store at `url`: `sqlite:PATH` or a bare path, or
+ * `postgres://user@host:5432/db?schema=NAME` (schema `mend` by default). A PostgreSQL store keeps
+ * time on the server's clock unless `options.clock` is given (tests).
+ */
 export async function openStore(url: string, options: OpenStoreOptions = {}): Promise<Store> {
-  const clock = options.clock ?? systemClock;
-  if (url.startsWith("postgres://") || url.startsWith("postgresql://")) {
+  if (isPostgresUrl(url)) return PgStore.open(url, { clock: options.clock });
+  const path = url.startsWith("sqlite:") ? url.slice("sqlite:".length) : url;
+  if (path === "" || /^[a-z]+:\/\//i.test(path)) {
     throw new MendError(
       "invalid_argument",
-      "the PostgreSQL store is not available in this version yet; use sqlite:PATH",
+      `unsupported store URL "${url}": use sqlite:PATH or postgres://USER@HOST:PORT/DATABASE`,
       { url },
     );
   }
-  const path = url.startsWith("sqlite:") ? url.slice("sqlite:".length) : url;
-  if (path === "" || /^[a-z]+:\/\//i.test(path)) {
-    throw new MendError("invalid_argument", `unsupported store URL "${url}": use sqlite:PATH`, {
-      url,
-    });
-  }
-  return new SqliteStore(resolve(path), { clock, synchronous: options.synchronous });
+  return new SqliteStore(resolve(path), {
+    clock: options.clock ?? systemClock,
+    synchronous: options.synchronous,
+  });
 }

@@ -234,8 +234,13 @@ export interface DependencyRemoval {
  * (DESIGN.md invariant 1); driver types never leak out of it.
  */
 export interface Store {
-  /** The store's location, e.g. `sqlite:/path/mend.db`. */
+  /** The store's location, e.g. `sqlite:/path/mend.db` (passwords redacted). */
   readonly url: string;
+  /**
+   * Whether {@link Store.backup} works: the SQLite store copies its file; a PostgreSQL store is
+   * backed up by the server's own tools.
+   */
+  readonly backupsSupported: boolean;
 
   /** Accepts a validated workstream; all of it or nothing is written. */
   submit(

@@ -36,7 +36,7 @@ import {
 } from "../../state/journal.js";
 import { GENESIS_HASH } from "../chain.js";
 import type { Actor } from "../store.js";
-import { SELECT_JOURNAL_POSITION } from "./codec.js";
+import { SELECT_JOURNAL_POSITION } from "./journal-position.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import { type RebuildResult, rebuildFromJournal } from "./rebuild.js";
 import { SqliteStore } from "./SqliteStore.js";
@@ -118,7 +118,8 @@ export async function takeBackup(
   mkdirSync(dir, { recursive: true });
   let info: BackupInfo;
   try {
-    await store.db.backup(files.tmpDb, { progress: () => ALL_PAGES });
+    // With the connection to itself: the copy must not see a transaction of this process half done.
+    await store.serial(() => store.db.backup(files.tmpDb, { progress: () => ALL_PAGES }));
     const last = sealCopy(files.tmpDb);
     renameSync(files.tmpDb, files.db);
     fsyncPath(dir);
@@ -142,7 +143,9 @@ export async function takeBackup(
       reason: options.reason,
       command: options.command ?? "backup",
     };
-    store.write(() => store.intervention(who, id, null, { backup: id, lastSeq: info.lastSeq }));
+    await store.write((tx) =>
+      tx.intervention(who, id, null, { backup: id, lastSeq: info.lastSeq }),
+    );
   }
   const policy = { ...DEFAULT_RETENTION, ...options.retention };
   pruneBackups(store.path, policy, store.clock.now(), keep);
@@ -498,12 +501,12 @@ async function restoreInPlace(
       new Set([backup.id]),
     );
     planJournalCut(store, source);
-    const fencedLeases = copyInPlace(store, source, (leases) => {
+    const fencedLeases = await copyInPlace(store, source, (leases) => {
       if (leases.length > 0 && !options.force) throw leasesRefusal(leases);
     });
     const journalRestarted = store.completeJournalCut();
-    store.write(() =>
-      store.intervention(
+    await store.write((tx) =>
+      tx.intervention(
         options.who,
         backup.id,
         { lastSeq: condition.lastSeq },
@@ -529,18 +532,18 @@ async function restoreInPlace(
  * it, after the copy, with the leases that were live just before (checked under the write lock,
  * so none can be granted between the check and the copy). Returns those leases.
  */
-function copyInPlace(
+async function copyInPlace(
   store: SqliteStore,
   source: string,
   record: (liveBefore: LiveLease[]) => void,
-): LiveLease[] {
+): Promise<LiveLease[]> {
   const db = store.db;
   // Off for the copy: rows arrive table by table, and the backup was consistent as a whole. It
   // also lets SQLite copy each table page by page instead of row by row.
   db.pragma("foreign_keys = OFF");
   db.prepare("ATTACH DATABASE ? AS bak").run(source);
   try {
-    return store.write(() => {
+    return await store.write(async () => {
       const live = liveLeases(db, store.clock.now());
       const tables = sameTables(db);
       db.exec(`
@@ -616,14 +619,14 @@ async function replaceFiles(
   const store = new SqliteStore(path, { clock: options.clock });
   const journalRestarted = store.journalRestartedOnOpen;
   try {
-    store.write(() => {
-      store.intervention(
+    await store.write((tx) =>
+      tx.intervention(
         options.who,
         backup.id,
         { lastSeq: condition.lastSeq, damage: condition.damage },
         restoreRecord(backup, "replaced", null),
-      );
-    });
+      ),
+    );
   } finally {
     await store.close();
   }

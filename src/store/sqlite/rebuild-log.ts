@@ -13,7 +13,7 @@ import {
   interventionRow,
   TRANSITION_COLUMNS,
   transitionRow,
-} from "./codec.js";
+} from "../sql/codec.js";
 
 /** What the main thread asks for. */
 export interface LogCopyRequest {

@@ -13,7 +13,7 @@ import { ENTITY_KINDS } from "../../model/states.js";
 import { type JournalLimit, scanJournal } from "../../state/journal.js";
 import { restoredLiveness } from "../replay.js";
 import { batchInsert, openUnsynced } from "./bulk.js";
-import { type ColumnKind, ENTITY_TABLES, encodeField } from "./codec.js";
+import { type ColumnKind, ENTITY_TABLES, encodeField } from "../sql/codec.js";
 
 /** What the main thread asks for. */
 export interface StateReplayRequest {

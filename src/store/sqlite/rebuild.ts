@@ -8,7 +8,7 @@ import type { JournalLimit, JournalPosition } from "../../state/journal.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import type { LogCopyReply, LogCopyRequest } from "./rebuild-log.js";
 import { openUnsynced } from "./bulk.js";
-import { SAVE_JOURNAL_POSITION } from "./codec.js";
+import { SAVE_JOURNAL_POSITION } from "./journal-position.js";
 import type { StateReplayMessage, StateReplayRequest } from "./rebuild-state.js";
 
 /** Options of {@link rebuildFromJournal}. */

@@ -1,5 +1,5 @@
 /**
- * Escalation on the SQLite store: every task that fails for good records its escalation level and
+ * Escalation on the SQL stores: every task that fails for good records its escalation level and
  * the next command to try (from the recovery decision tree in recovery/escalate.ts), and a task
  * left waiting for automatic recovery longer than the escalation policy allows is escalated to a
  * person.
@@ -8,21 +8,22 @@ import type { Escalation, TaskRecord } from "../../model/records.js";
 import { diagnose } from "../../recovery/escalate.js";
 import { getBreakerRow } from "./breakers.js";
 import { rowToTask } from "./codec.js";
-import type { SqliteStore } from "./SqliteStore.js";
+import type { SqlStore } from "./SqlStore.js";
+import type { Tx } from "./tx.js";
 
 /**
  * The escalation of `task` as it stands after failing for good. With `automaticRecovery` false,
  * revival is not counted on: what a person should do.
  */
-export function escalationOf(
-  store: SqliteStore,
+export async function escalationOf(
+  tx: Tx,
   task: TaskRecord,
   automaticRecovery = true,
-): Escalation {
-  const ws = store.getWorkstreamRow(task.workstreamId);
-  const breaker = task.breaker === null ? null : getBreakerRow(store, task.breaker);
+): Promise<Escalation> {
+  const ws = await tx.getWorkstreamRow(task.workstreamId);
+  const breaker = task.breaker === null ? null : await getBreakerRow(tx, task.breaker);
   const d = diagnose(task, {
-    now: store.clock.now(),
+    now: tx.now(),
     workstream: ws && { ...ws, revive: ws.revive && automaticRecovery },
     breakers: breaker ? { [breaker.id]: breaker.status } : {},
   });
@@ -39,20 +40,21 @@ export function escalationOf(
  * Escalates failed tasks still left to automatic recovery (level 1) that failed longer than
  * `afterMs` ago: each gets the escalation a person needs (a `task_escalated` transition).
  */
-export function escalateStale(store: SqliteStore, afterMs: number): string[] {
+export async function escalateStale(store: SqlStore, afterMs: number): Promise<string[]> {
   const cutoff = store.clock.now() - afterMs;
-  const stale = store
-    .stmt(
-      `SELECT * FROM tasks WHERE status = 'failed' AND updated_at <= ?
-         AND json_extract(escalation, '$.level') = 1 LIMIT 1000`,
-    )
-    .all(cutoff) as Record<string, unknown>[];
+  // Read without the write lock: most sweeps find nothing to escalate.
+  const stale = await store.q.all(
+    `SELECT * FROM tasks WHERE status = 'failed' AND updated_at <= ?
+       AND ${store.dialect.jsonNumber("escalation", ["level"])} = 1 LIMIT 1000`,
+    [cutoff],
+  );
   if (stale.length === 0) return [];
-  return store.write(() =>
-    stale.map((r) => {
+  return store.write(async (tx) => {
+    const escalated: string[] = [];
+    for (const r of stale) {
       const task = rowToTask(r);
-      const escalation = escalationOf(store, task, false);
-      store.transition({
+      const escalation = await escalationOf(tx, task, false);
+      await tx.transition({
         kind: "task",
         id: task.id,
         from: "failed",
@@ -67,7 +69,8 @@ export function escalateStale(store: SqliteStore, afterMs: number): string[] {
           next: escalation.next,
         },
       });
-      return task.id;
-    }),
-  );
+      escalated.push(task.id);
+    }
+    return escalated;
+  });
 }

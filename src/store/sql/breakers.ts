@@ -1,5 +1,5 @@
 /**
- * Circuit breakers on the SQLite store. A breaker is a row every worker reads and moves inside
+ * Circuit breakers on the SQL stores. A breaker is a row every worker reads and moves inside
  * its own transactions, so one worker's failures open it for all. Status changes are transitions
  * (with events); the counters between them are liveness, updated in place like a heartbeat.
  */
@@ -21,7 +21,9 @@ import {
 } from "../../recovery/breaker.js";
 import type { Actor } from "../store.js";
 import { rowToBreaker } from "./codec.js";
-import type { SqliteStore } from "./SqliteStore.js";
+import type { Queryable, Row } from "./queryable.js";
+import type { SqlStore } from "./SqlStore.js";
+import type { Tx } from "./tx.js";
 
 /** What a person can do to a breaker from the CLI or API. */
 export type BreakerAction = "open" | "close" | "reset";
@@ -33,39 +35,31 @@ const CHANGE_EVENTS: Record<BreakerStatus, EventName> = {
 };
 
 /** A breaker's row, or null. */
-export function getBreakerRow(store: SqliteStore, name: string): BreakerRecord | null {
-  const row = store.stmt("SELECT * FROM breakers WHERE id = ?").get(name);
-  return row ? rowToBreaker(row as Record<string, unknown>) : null;
+export async function getBreakerRow(q: Queryable, name: string): Promise<BreakerRecord | null> {
+  const row = await q.get("SELECT * FROM breakers WHERE id = ?", [name]);
+  return row ? rowToBreaker(row) : null;
 }
 
 /** The breakers letting probes through now. */
-export function halfOpenBreakers(store: SqliteStore): BreakerRecord[] {
-  return (
-    store.stmt("SELECT * FROM breakers WHERE status = 'half_open'").all() as Record<
-      string,
-      unknown
-    >[]
-  ).map(rowToBreaker);
+export async function halfOpenBreakers(q: Queryable): Promise<BreakerRecord[]> {
+  return (await q.all("SELECT * FROM breakers WHERE status = 'half_open'")).map(rowToBreaker);
 }
 
 /**
  * A half-open breaker's probes in flight: its tasks claimed since it became half-open. Tasks that
  * started before it opened are not probes (they may belong to a dead worker, awaiting its lease).
  */
-export function runningProbes(store: SqliteStore, breaker: BreakerRecord): number {
-  const row = store
-    .stmt(
-      "SELECT COUNT(*) AS n FROM tasks WHERE breaker = ? AND status = 'running' AND updated_at >= ?",
-    )
-    .get(breaker.id, breaker.updatedAt) as { n: number };
-  return row.n;
+export async function runningProbes(q: Queryable, breaker: BreakerRecord): Promise<number> {
+  const row = await q.get<{ n: number }>(
+    "SELECT COUNT(*) AS n FROM tasks WHERE breaker = ? AND status = 'running' AND updated_at >= ?",
+    [breaker.id, breaker.updatedAt],
+  );
+  return row!.n;
 }
 
 /** Every breaker, by name. */
-export function listBreakerRows(store: SqliteStore): BreakerRecord[] {
-  return (store.stmt("SELECT * FROM breakers ORDER BY id").all() as Record<string, unknown>[]).map(
-    rowToBreaker,
-  );
+export async function listBreakerRows(q: Queryable): Promise<BreakerRecord[]> {
+  return (await q.all("SELECT * FROM breakers ORDER BY id")).map(rowToBreaker);
 }
 
 /**
@@ -73,15 +67,15 @@ export function listBreakerRows(store: SqliteStore): BreakerRecord[] {
  * breaker's current ones (with an event), whatever its state; a breaker named without settings
  * keeps what it has.
  */
-export function ensureBreakers(
-  store: SqliteStore,
+export async function ensureBreakers(
+  tx: Tx,
   configs: Record<string, BreakerConfig | null>,
   actor: string,
-): void {
+): Promise<void> {
   for (const [name, config] of Object.entries(configs)) {
-    const row = getBreakerRow(store, name);
+    const row = await getBreakerRow(tx, name);
     if (!row) {
-      store.transition({
+      await tx.transition({
         kind: "breaker",
         id: name,
         from: null,
@@ -90,14 +84,14 @@ export function ensureBreakers(
           id: name,
           config: config ?? DEFAULT_BREAKER,
           ...closedState(null),
-          createdAt: now(store),
+          createdAt: tx.now(),
         },
         event: "breaker_created",
         actor,
         workstreamId: null,
       });
     } else if (config && !isDeepStrictEqual(config, row.config)) {
-      store.transition({
+      await tx.transition({
         kind: "breaker",
         id: name,
         from: row.status,
@@ -116,46 +110,55 @@ export function ensureBreakers(
  * Feeds one finished call of a task guarded by `name` to its breaker: a status change is a
  * transition, anything else only updates the counters.
  */
-export function recordBreakerOutcome(
-  store: SqliteStore,
+export async function recordBreakerOutcome(
+  tx: Tx,
   name: string,
   ok: boolean,
   actor: string,
   taskId: string,
-): void {
-  const row = getBreakerRow(store, name);
+): Promise<void> {
+  const row = await getBreakerRow(tx, name);
   if (!row) return;
-  const step = recordOutcome(row.config, row, ok, now(store));
+  const step = recordOutcome(row.config, row, ok, tx.now());
   if (step.change) {
-    changeStatus(store, row, step.state, step.change, actor, { task: taskId });
+    await changeStatus(tx, row, step.state, step.change, actor, { task: taskId });
   } else if (step.state !== row) {
-    store
-      .stmt("UPDATE breakers SET failures = ?, successes = ?, window = ? WHERE id = ?")
-      .run(step.state.failures, step.state.successes, JSON.stringify(step.state.window), name);
+    // `window` is a reserved word in PostgreSQL: quoted, as SQLite accepts too.
+    await tx.run(`UPDATE breakers SET failures = ?, successes = ?, "window" = ? WHERE id = ?`, [
+      step.state.failures,
+      step.state.successes,
+      JSON.stringify(step.state.window),
+      name,
+    ]);
   }
 }
 
 /** Open breakers whose open time is up. */
-function dueBreakers(store: SqliteStore): Record<string, unknown>[] {
-  return store
-    .stmt("SELECT * FROM breakers WHERE status = 'open' AND forced = 0 AND open_until <= ?")
-    .all(now(store)) as Record<string, unknown>[];
+function dueBreakers(q: Queryable, now: number): Promise<Row[]> {
+  return q.all("SELECT * FROM breakers WHERE status = 'open' AND forced = 0 AND open_until <= ?", [
+    now,
+  ]);
 }
 
 /** Whether {@link openDueProbes} has anything to do (read without the write lock). */
-export function anyDueForProbe(store: SqliteStore): boolean {
-  return dueBreakers(store).length > 0;
+export async function anyDueForProbe(store: SqlStore): Promise<boolean> {
+  return (await dueBreakers(store.q, store.clock.now())).length > 0;
 }
 
 /** Moves every open breaker whose time is up to half-open, so probes may start. */
-export function openDueProbes(store: SqliteStore, actor: string): BreakerRecord[] {
-  const due = dueBreakers(store);
-  return due.map((r) => {
+export async function openDueProbes(tx: Tx, actor: string): Promise<BreakerRecord[]> {
+  const due = await dueBreakers(tx, tx.now());
+  const moved: BreakerRecord[] = [];
+  for (const r of due) {
     const row = rowToBreaker(r);
-    if (!dueForProbe(row, now(store))) return row;
+    if (!dueForProbe(row, tx.now())) {
+      moved.push(row);
+      continue;
+    }
     const change = { to: "half_open" as const, reason: "open time is up: probing" };
-    return changeStatus(store, row, halfOpenState(row), change, actor, null);
-  });
+    moved.push(await changeStatus(tx, row, halfOpenState(row), change, actor, null));
+  }
+  return moved;
 }
 
 /**
@@ -163,15 +166,15 @@ export function openDueProbes(store: SqliteStore, actor: string): BreakerRecord[
  * dependency; it is probed again after its usual open time. Null when it was not closed.
  */
 export function tripBreaker(
-  store: SqliteStore,
+  store: SqlStore,
   name: string,
   reason: string,
-): BreakerRecord | null {
-  return store.write(() => {
-    const row = getBreakerRow(store, name);
+): Promise<BreakerRecord | null> {
+  return store.write(async (tx) => {
+    const row = await getBreakerRow(tx, name);
     if (row?.status !== "closed") return null;
-    const state = openState(row.config, now(store));
-    return changeStatus(store, row, state, { to: "open", reason }, "monitor", null);
+    const state = openState(row.config, tx.now());
+    return changeStatus(tx, row, state, { to: "open", reason }, "monitor", null);
   });
 }
 
@@ -181,32 +184,32 @@ export function tripBreaker(
  * intervention. A breaker no task has named yet is created with the default settings.
  */
 export function controlBreaker(
-  store: SqliteStore,
+  store: SqlStore,
   name: string,
   action: BreakerAction,
   who: Actor,
-): BreakerRecord {
-  return store.write(() => {
-    let row = getBreakerRow(store, name);
+): Promise<BreakerRecord> {
+  return store.write(async (tx) => {
+    let row = await getBreakerRow(tx, name);
     if (!row && action !== "open") {
       throw new MendError("not_found", `no breaker named "${name}"`, { breaker: name });
     }
     const by = `by a person${who.reason ? `: ${who.reason}` : ""}`;
     if (!row) {
-      const state = openState(DEFAULT_BREAKER, now(store), true);
-      store.transition({
+      const state = openState(DEFAULT_BREAKER, tx.now(), true);
+      await tx.transition({
         kind: "breaker",
         id: name,
         from: null,
         to: "open",
-        patch: { id: name, config: DEFAULT_BREAKER, ...state, createdAt: now(store) },
+        patch: { id: name, config: DEFAULT_BREAKER, ...state, createdAt: tx.now() },
         event: "breaker_opened",
         actor: who.actor,
         workstreamId: null,
         detail: { reason: `opened ${by}` },
       });
-      row = getBreakerRow(store, name)!;
-      store.intervention(who, `breaker:${name}`, null, pick(row));
+      row = (await getBreakerRow(tx, name))!;
+      await tx.intervention(who, `breaker:${name}`, null, pick(row));
       return row;
     }
     const before = pick(row);
@@ -218,32 +221,32 @@ export function controlBreaker(
       );
     }
     if (action === "open") {
-      const state = openState(row.config, now(store), true);
-      changeStatus(store, row, state, { to: "open", reason: `opened ${by}` }, who.actor);
+      const state = openState(row.config, tx.now(), true);
+      await changeStatus(tx, row, state, { to: "open", reason: `opened ${by}` }, who.actor);
     } else {
       const verb = action === "close" ? "closed" : "reset";
       const change = { to: "closed" as const, reason: `${verb} ${by}` };
       const event = action === "reset" ? "breaker_reset" : undefined;
-      changeStatus(store, row, closedState(now(store)), change, who.actor, null, event);
+      await changeStatus(tx, row, closedState(tx.now()), change, who.actor, null, event);
     }
-    const after = getBreakerRow(store, name)!;
-    store.intervention(who, `breaker:${name}`, before, pick(after));
-    store.wake();
+    const after = (await getBreakerRow(tx, name))!;
+    await tx.intervention(who, `breaker:${name}`, before, pick(after));
+    tx.wake();
     return after;
   });
 }
 
-function changeStatus(
-  store: SqliteStore,
+async function changeStatus(
+  tx: Tx,
   row: BreakerRecord,
   state: BreakerState,
   change: BreakerChange,
   actor: string,
   detail: Record<string, unknown> | null = null,
   event: EventName = CHANGE_EVENTS[change.to],
-): BreakerRecord {
+): Promise<BreakerRecord> {
   const { status: _, ...patch } = state;
-  store.transition({
+  await tx.transition({
     kind: "breaker",
     id: row.id,
     from: row.status,
@@ -255,14 +258,10 @@ function changeStatus(
     detail: { reason: change.reason, ...detail },
   });
   // Tasks held back by the breaker may run (half-open probes, or all of them once closed).
-  if (change.to !== "open") store.wake();
+  if (change.to !== "open") tx.wake();
   return { ...row, ...state, status: change.to };
 }
 
 function pick(b: BreakerRecord) {
   return { status: b.status, openUntil: b.openUntil, forced: b.forced, failures: b.failures };
-}
-
-function now(store: SqliteStore): number {
-  return store.clock.now();
 }

@@ -1,5 +1,5 @@
 /**
- * Compensation on the SQLite store. A workstream's completed tasks are undone by a new workstream,
+ * Compensation on the SQL stores. A workstream's completed tasks are undone by a new workstream,
  * `compensate <name>`, of durable compensating tasks (`undo-<key>`, each running the task's
  * compensation handler with its input and output), created in the same write transaction as what
  * asked for it: a person (`mend workstream compensate`), a rollback with `--compensate`, or the
@@ -18,20 +18,24 @@ import {
 import { DEFAULT_RETRY } from "../../recovery/retry.js";
 import type { Actor, CompensateOptions } from "../store.js";
 import { rowToTask } from "./codec.js";
-import type { SqliteStore } from "./SqliteStore.js";
+import { createWorkstream } from "./creation.js";
+import { reconcileWorkstream } from "./lifecycle.js";
+import type { Queryable, Row } from "./queryable.js";
+import type { SqlStore } from "./SqlStore.js";
+import type { Tx } from "./tx.js";
 
 /** What asked for a compensation, as its creation record says. */
 export type CompensationTrigger = "failed" | "cancelled" | "rollback" | "person";
 
 /** A person's compensation of a finished workstream (see `Store.compensateWorkstream`). */
-export function compensateWorkstream(
-  store: SqliteStore,
+export async function compensateWorkstream(
+  store: SqlStore,
   workstreamId: string,
   who: Actor,
   options: CompensateOptions,
-): CompensationPlan {
-  const run = () => {
-    const ws = store.getWorkstreamRow(workstreamId);
+): Promise<CompensationPlan> {
+  const run = async (tx: Tx): Promise<CompensationPlan> => {
+    const ws = await tx.getWorkstreamRow(workstreamId);
     if (!ws) {
       throw new MendError("not_found", `workstream ${workstreamId} not found`, { workstreamId });
     }
@@ -52,11 +56,11 @@ export function compensateWorkstream(
         { workstreamId, compensates: ws.compensates },
       );
     }
-    refuseUnfinishedCompensation(store, ws);
-    const plan = planCompensationOf(store, ws, options.order ?? ws.compensation.order);
+    await refuseUnfinishedCompensation(tx, ws);
+    const plan = await planCompensationOf(tx, ws, options.order ?? ws.compensation.order);
     if (options.dryRun || plan.steps.length === 0) return plan;
-    const scheduled = scheduleCompensation(store, ws, plan, "person", who.actor, who.reason);
-    store.intervention(
+    const scheduled = await scheduleCompensation(tx, ws, plan, "person", who.actor, who.reason);
+    await tx.intervention(
       who,
       ws.id,
       { status: ws.status },
@@ -68,8 +72,8 @@ export function compensateWorkstream(
     );
     return scheduled;
   };
-  // A dry run reads one consistent snapshot and writes nothing.
-  return options.dryRun ? store.db.transaction(run).deferred() : store.write(run);
+  // A dry run reads one consistent snapshot and writes nothing (its transaction is rolled back).
+  return options.dryRun ? store.dryRun(run) : store.write(run);
 }
 
 /**
@@ -81,22 +85,24 @@ export function compensateWorkstream(
  *
  * @internal
  */
-export function onWorkstreamEnded(
-  store: SqliteStore,
+export async function onWorkstreamEnded(
+  tx: Tx,
   ws: WorkstreamRecord,
   actor: string,
-): CompensationPlan | null {
+): Promise<CompensationPlan | null> {
   if (ws.status === "completed" && ws.compensates !== null) {
-    releaseUndone(store, ws, actor);
+    await releaseUndone(tx, ws, actor);
     return null;
   }
   if (ws.status !== "failed" && ws.status !== "cancelled") return null;
-  if (!ws.compensation.on.includes(ws.status) || unfinishedCompensation(store, ws.id)) return null;
-  const plan = planCompensationOf(store, ws, ws.compensation.order);
+  if (!ws.compensation.on.includes(ws.status) || (await unfinishedCompensation(tx, ws.id))) {
+    return null;
+  }
+  const plan = await planCompensationOf(tx, ws, ws.compensation.order);
   if (plan.steps.length === 0) return null;
   // A failure is the engine's doing, whoever's action revealed it; a cancel is the canceller's.
   return scheduleCompensation(
-    store,
+    tx,
     ws,
     plan,
     ws.status,
@@ -111,8 +117,11 @@ export function onWorkstreamEnded(
  *
  * @internal
  */
-export function refuseUnfinishedCompensation(store: SqliteStore, ws: WorkstreamRecord): void {
-  const running = unfinishedCompensation(store, ws.id);
+export async function refuseUnfinishedCompensation(
+  q: Queryable,
+  ws: WorkstreamRecord,
+): Promise<void> {
+  const running = await unfinishedCompensation(q, ws.id);
   if (running) {
     throw new MendError(
       "refused",
@@ -127,44 +136,58 @@ export function refuseUnfinishedCompensation(store: SqliteStore, ws: WorkstreamR
  * task whose last completion is older than a compensation that has its `undo-` task counts as
  * compensated: a task is undone once per completion.
  *
+ * The log is read with this transaction's own records, which reach the `transitions` table only
+ * as it ends ({@link Tx.flush}): the completion that ended a workstream is usually one of them.
+ *
  * @internal
  */
-export function planCompensationOf(
-  store: SqliteStore,
+export async function planCompensationOf(
+  tx: Tx,
   ws: WorkstreamRecord,
   order: CompensationOrder,
   only?: ReadonlySet<string>,
-): CompensationPlan {
+): Promise<CompensationPlan> {
   const completedSeq = new Map(
     (
-      store
-        .stmt(
-          "SELECT entity_id AS id, MAX(seq) AS seq FROM transitions WHERE workstream_id = ? AND entity = 'task' AND to_state = 'completed' GROUP BY entity_id",
-        )
-        .all(ws.id) as { id: string; seq: number }[]
+      await tx.all<{ id: string; seq: number }>(
+        "SELECT entity_id AS id, MAX(seq) AS seq FROM transitions WHERE workstream_id = ? AND entity = 'task' AND to_state = 'completed' GROUP BY entity_id",
+        [ws.id],
+      )
     ).map((r) => [r.id, r.seq]),
   );
-  // Newest compensation first, so a task finds the latest one that undid it.
-  const earlier = store
-    .stmt(
-      "SELECT w.id, (SELECT MIN(t.seq) FROM transitions t WHERE t.workstream_id = w.id) AS seq FROM workstreams w WHERE w.compensates = ? ORDER BY seq DESC",
-    )
-    .all(ws.id) as { id: string; seq: number }[];
-  const undoneIn = earlier.map((c) => ({
-    ...c,
-    keys: new Set(
-      (
-        store.stmt("SELECT key FROM tasks WHERE workstream_id = ?").all(c.id) as { key: string }[]
-      ).map((r) => r.key),
-    ),
-  }));
+  const earlier = await tx.all<{ id: string; seq: number | null }>(
+    "SELECT w.id, (SELECT MIN(t.seq) FROM transitions t WHERE t.workstream_id = w.id) AS seq FROM workstreams w WHERE w.compensates = ? ORDER BY seq DESC",
+    [ws.id],
+  );
+  const pending = await pendingSeqs(tx);
+  for (const p of pending) {
+    const r = p.record;
+    if (r.entity === "task" && r.workstreamId === ws.id && r.to === "completed") {
+      completedSeq.set(r.entityId, p.seq);
+    }
+  }
+  for (const c of earlier) {
+    c.seq ??= pending.find((p) => p.record.workstreamId === c.id)?.seq ?? null;
+  }
+  // Newest compensation first, so a task finds the latest one that undid it (one without a
+  // record last, where SQLite orders NULL).
+  earlier.sort((a, b) => (b.seq ?? 0) - (a.seq ?? 0));
+  const undoneIn: { id: string; seq: number | null; keys: Set<string> }[] = [];
+  for (const c of earlier) {
+    const keys = await tx.all<{ key: string }>("SELECT key FROM tasks WHERE workstream_id = ?", [
+      c.id,
+    ]);
+    undoneIn.push({ ...c, keys: new Set(keys.map((r) => r.key)) });
+  }
   return planCompensation({
     workstreamId: ws.id,
     order,
     only,
-    tasks: tasksOf(store, ws.id).map((t) => {
+    tasks: (await tasksOf(tx, ws.id)).map((t) => {
       const seq = completedSeq.get(t.id) ?? null;
-      const by = undoneIn.find((c) => c.keys.has(undoKey(t.key)) && c.seq > (seq ?? 0));
+      const by = undoneIn.find(
+        (c) => c.keys.has(undoKey(t.key)) && c.seq !== null && c.seq > (seq ?? 0),
+      );
       return {
         key: t.key,
         status: t.status,
@@ -187,15 +210,15 @@ export function planCompensationOf(
  *
  * @internal
  */
-export function scheduleCompensation(
-  store: SqliteStore,
+export async function scheduleCompensation(
+  tx: Tx,
   ws: WorkstreamRecord,
   plan: CompensationPlan,
   trigger: CompensationTrigger,
   actor: string,
   reason: string | null | undefined,
-): CompensationPlan {
-  const byKey = new Map(tasksOf(store, ws.id).map((t) => [t.key, t]));
+): Promise<CompensationPlan> {
+  const byKey = new Map((await tasksOf(tx, ws.id)).map((t) => [t.key, t]));
   const tasks = plan.steps.map((s): TaskSpec => {
     const done = byKey.get(s.task)!;
     return {
@@ -223,7 +246,7 @@ export function scheduleCompensation(
     breakers: {},
     tasks,
   };
-  const compensationId = store.createWorkstream(spec, actor, {
+  const compensationId = await createWorkstream(tx, spec, actor, {
     event: "compensation_scheduled",
     compensates: ws.id,
     detail: {
@@ -238,45 +261,55 @@ export function scheduleCompensation(
 }
 
 /** The id of an active compensation of `workstreamId`, if there is one. */
-function unfinishedCompensation(store: SqliteStore, workstreamId: string): string | null {
-  const row = store
-    .stmt("SELECT id FROM workstreams WHERE compensates = ? AND status = 'active' LIMIT 1")
-    .get(workstreamId) as { id: string } | undefined;
+async function unfinishedCompensation(q: Queryable, workstreamId: string): Promise<string | null> {
+  const row = await q.get<{ id: string }>(
+    "SELECT id FROM workstreams WHERE compensates = ? AND status = 'active' LIMIT 1",
+    [workstreamId],
+  );
   return row?.id ?? null;
 }
 
-function tasksOf(store: SqliteStore, workstreamId: string) {
+async function tasksOf(q: Queryable, workstreamId: string) {
   return (
-    store
-      .stmt("SELECT * FROM tasks WHERE workstream_id = ? ORDER BY rowid")
-      .all(workstreamId) as Record<string, unknown>[]
+    await q.all<Row>("SELECT * FROM tasks WHERE workstream_id = ? ORDER BY rowid", [workstreamId])
   ).map(rowToTask);
+}
+
+/**
+ * This transaction's records with the seqs they will have in the log. Knowing them takes the
+ * log's head (see {@link Tx.nextSeq}), so it is asked only when there are records.
+ */
+async function pendingSeqs(tx: Tx): Promise<{ record: Tx["records"][number]; seq: number }[]> {
+  if (tx.records.length === 0) return [];
+  const first = (await tx.nextSeq()) - tx.records.length;
+  return tx.records.map((record, i) => ({ record, seq: first + i }));
 }
 
 /**
  * Queues the tasks of the compensated workstream that a rollback reset and held for this
  * compensation: pending tasks whose dependencies are satisfied (nothing else leaves a task so).
  */
-function releaseUndone(store: SqliteStore, compensation: WorkstreamRecord, actor: string): void {
-  const ws = store.getWorkstreamRow(compensation.compensates!);
+async function releaseUndone(tx: Tx, compensation: WorkstreamRecord, actor: string): Promise<void> {
+  const ws = await tx.getWorkstreamRow(compensation.compensates!);
   if (!ws || FINAL_WORKSTREAM_STATUSES.has(ws.status)) return;
-  const held = tasksOf(store, ws.id).filter(
-    (t) => t.status === "pending" && store.depsSatisfied(t.id),
-  );
+  const held = [];
+  for (const t of await tasksOf(tx, ws.id)) {
+    if (t.status === "pending" && (await tx.depsSatisfied(t.id))) held.push(t);
+  }
   if (held.length === 0) return;
   for (const t of held) {
-    store.transition({
+    await tx.transition({
       kind: "task",
       id: t.id,
       from: "pending",
       to: "queued",
-      patch: { runAt: store.clock.now() },
+      patch: { runAt: tx.now() },
       event: "task_ready",
       actor,
       workstreamId: ws.id,
       detail: { reason: `compensation ${compensation.id} completed` },
     });
   }
-  store.wake();
-  store.reconcileWorkstream(ws.id, actor);
+  tx.wake();
+  await reconcileWorkstream(tx, ws.id, actor);
 }

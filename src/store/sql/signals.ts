@@ -8,15 +8,16 @@ import type { DegradationRecord, PatternRecord } from "../../model/records.js";
 import { NORMAL_DEGRADATION } from "../../recovery/degrade.js";
 import type { DegradationView } from "../store.js";
 import { rowToDegradation, rowToPattern } from "./codec.js";
-import type { SqliteStore } from "./SqliteStore.js";
+import type { Queryable } from "./queryable.js";
+import type { SqlStore } from "./SqlStore.js";
 
 /** The one degradation row's id. */
 const SYSTEM = "system";
 
 /** The degradation row, or null when no level was ever recorded. */
-function storedDegradation(store: SqliteStore): DegradationRecord | null {
-  const row = store.stmt("SELECT * FROM degradation WHERE id = ?").get(SYSTEM);
-  return row ? rowToDegradation(row as Record<string, unknown>) : null;
+async function storedDegradation(q: Queryable): Promise<DegradationRecord | null> {
+  const row = await q.get("SELECT * FROM degradation WHERE id = ?", [SYSTEM]);
+  return row ? rowToDegradation(row) : null;
 }
 
 /** Level 0 as a record: what the system is before any level was recorded. */
@@ -32,96 +33,91 @@ function normalRecord(): DegradationRecord {
 }
 
 /** The stored degradation level, or normal when none was ever recorded. */
-export function readDegradation(store: SqliteStore): DegradationRecord {
-  return storedDegradation(store) ?? normalRecord();
+export async function readDegradation(q: Queryable): Promise<DegradationRecord> {
+  return (await storedDegradation(q)) ?? normalRecord();
 }
 
 /** Records a level change as a transition; null when `view` is the current level. */
 export function setDegradation(
-  store: SqliteStore,
+  store: SqlStore,
   view: DegradationView,
   reason: string,
   actor: string,
-): DegradationRecord | null {
-  return store.write(() => {
-    const stored = storedDegradation(store);
+): Promise<DegradationRecord | null> {
+  return store.write(async (tx) => {
+    const stored = await storedDegradation(tx);
     const exists = stored !== null;
     const current = stored ?? normalRecord();
     if (exists ? current.level === view.level && current.name === view.name : view.level === 0) {
       return null;
     }
     const to = view.level === 0 ? "normal" : "degraded";
-    store.transition({
+    await tx.transition({
       kind: "degradation",
       id: SYSTEM,
       from: exists ? current.status : null,
       to,
-      patch: { ...(exists ? {} : { id: SYSTEM, createdAt: store.clock.now() }), ...view },
+      patch: { ...(exists ? {} : { id: SYSTEM, createdAt: tx.now() }), ...view },
       event: to === "normal" ? "degradation_recovered" : "degradation_changed",
       actor,
       workstreamId: null,
       detail: { from: { level: current.level, name: current.name }, reason },
     });
-    return readDegradation(store);
+    return readDegradation(tx);
   });
 }
 
 /** Records the patterns not recorded yet (by id) as `active`; returns those. */
 export function recordPatterns(
-  store: SqliteStore,
+  store: SqlStore,
   patterns: Omit<PatternRecord, "status" | "createdAt" | "updatedAt">[],
-): PatternRecord[] {
-  return store.write(() => {
+): Promise<PatternRecord[]> {
+  return store.write(async (tx) => {
     const fresh: PatternRecord[] = [];
-    const exists = store.stmt("SELECT 1 FROM patterns WHERE id = ?");
     for (const p of patterns) {
-      if (exists.get(p.id) !== undefined) continue;
-      store.transition({
+      if ((await tx.get("SELECT 1 AS n FROM patterns WHERE id = ?", [p.id])) !== undefined) {
+        continue;
+      }
+      await tx.transition({
         kind: "pattern",
         id: p.id,
         from: null,
         to: "active",
-        patch: { ...p, createdAt: store.clock.now() },
+        patch: { ...p, createdAt: tx.now() },
         event: "pattern_detected",
         actor: "monitor",
         workstreamId: null,
         detail: { message: p.message },
       });
-      fresh.push(
-        rowToPattern(
-          store.stmt("SELECT * FROM patterns WHERE id = ?").get(p.id) as Record<string, unknown>,
-        ),
-      );
+      fresh.push(rowToPattern((await tx.get("SELECT * FROM patterns WHERE id = ?", [p.id]))!));
     }
     return fresh;
   });
 }
 
 /** Patterns in `status` (all when omitted), newest first. */
-export function listPatterns(
-  store: SqliteStore,
+export async function listPatterns(
+  q: Queryable,
   status?: PatternRecord["status"],
-): PatternRecord[] {
-  const rows = (
+): Promise<PatternRecord[]> {
+  const rows =
     status === undefined
-      ? store.stmt("SELECT * FROM patterns ORDER BY detected_at DESC").all()
-      : store.stmt("SELECT * FROM patterns WHERE status = ? ORDER BY detected_at DESC").all(status)
-  ) as Record<string, unknown>[];
+      ? await q.all("SELECT * FROM patterns ORDER BY detected_at DESC")
+      : await q.all("SELECT * FROM patterns WHERE status = ? ORDER BY detected_at DESC", [status]);
   return rows.map(rowToPattern);
 }
 
 /** Settles an active pattern. */
-export function judgePattern(
-  store: SqliteStore,
+export async function judgePattern(
+  store: SqlStore,
   id: string,
   verdict: "confirmed" | "false_positive",
   reason: string,
-): void {
-  store.write(() => {
-    const row = store.stmt("SELECT status FROM patterns WHERE id = ?").get(id) as
-      { status: string } | undefined;
+): Promise<void> {
+  await store.write(async (tx) => {
+    const row = await tx.get<{ status: string }>("SELECT status FROM patterns WHERE id = ?", [id]);
     if (!row) throw new MendError("not_found", `no pattern ${id}`, { pattern: id });
-    store.transition({
+    await tx.transition({
       kind: "pattern",
       id,
       from: row.status,

@@ -1,5 +1,5 @@
 /**
- * Reading checkpoints from the SQLite log: a workstream's records are read through the
+ * Reading checkpoints from a SQL store's log: a workstream's records are read through the
  * `(workstream_id, seq)` index from the nearest usable snapshot on, and the snapshots the fold
  * passes are kept for the next reader. Nothing here runs when tasks change state.
  */
@@ -18,13 +18,16 @@ import {
   toCheckpoint,
 } from "../../state/checkpoints.js";
 import { rowToTransition } from "./codec.js";
-import type { SqliteStore } from "./SqliteStore.js";
+import type { Queryable, Row } from "./queryable.js";
+import type { SqlStore } from "./SqlStore.js";
 
-type Row = Record<string, unknown>;
+/** How many records {@link fold} reads per query. */
+const FOLD_PAGE = 500;
 
 /** One workstream's log, as checkpoints are read from it. */
 export interface CheckpointLog {
-  store: SqliteStore;
+  /** Where the log is read: the open transaction, or `store.q`. */
+  q: Queryable;
   workstreamId: string;
   taskCount: number;
   interval: number;
@@ -35,18 +38,21 @@ export interface CheckpointLog {
 }
 
 /** Opens a workstream's log for reading checkpoints. */
-export function openCheckpointLog(store: SqliteStore, workstreamId: string): CheckpointLog {
-  const { n } = store
-    .stmt("SELECT COUNT(*) AS n FROM tasks WHERE workstream_id = ?")
-    .get(workstreamId) as { n: number };
-  const saved = store
-    .stmt(
-      `SELECT s.seq FROM checkpoint_snapshots s JOIN transitions t ON t.seq = s.seq AND t.hash = s.hash
+export async function openCheckpointLog(
+  q: Queryable,
+  workstreamId: string,
+): Promise<CheckpointLog> {
+  const { n } = (await q.get<{ n: number }>(
+    "SELECT COUNT(*) AS n FROM tasks WHERE workstream_id = ?",
+    [workstreamId],
+  ))!;
+  const saved = await q.all<{ seq: number }>(
+    `SELECT s.seq FROM checkpoint_snapshots s JOIN transitions t ON t.seq = s.seq AND t.hash = s.hash
        WHERE s.workstream_id = ?`,
-    )
-    .all(workstreamId) as { seq: number }[];
+    [workstreamId],
+  );
   return {
-    store,
+    q,
     workstreamId,
     taskCount: n,
     interval: snapshotInterval(n),
@@ -55,52 +61,55 @@ export function openCheckpointLog(store: SqliteStore, workstreamId: string): Che
   };
 }
 
-/** Writes the snapshots the log's folds passed; the caller chooses the transaction. */
-export function saveSnapshots(log: CheckpointLog): void {
-  const insert = log.store.stmt(
-    "INSERT OR REPLACE INTO checkpoint_snapshots (workstream_id, seq, hash, state) VALUES (?, ?, ?, ?)",
-  );
-  for (const s of log.unsaved) insert.run(log.workstreamId, s.seq, s.hash, s.state);
+/**
+ * Writes the snapshots the log's folds passed; the caller chooses the transaction (`tx`, which
+ * need not be the one the log was read in).
+ */
+export async function saveSnapshots(tx: Queryable, log: CheckpointLog): Promise<void> {
+  for (const s of log.unsaved) {
+    await tx.run(
+      `INSERT INTO checkpoint_snapshots (workstream_id, seq, hash, state) VALUES (?, ?, ?, ?)
+       ON CONFLICT (workstream_id, seq) DO UPDATE SET hash = excluded.hash, state = excluded.state`,
+      [log.workstreamId, s.seq, s.hash, s.state],
+    );
+  }
   log.unsaved = [];
 }
 
 /**
  * The newest checkpoints of a workstream, newest first (all when `limit` is omitted), read in one
- * consistent view; the snapshots the read passed are saved afterwards in a short write of their
- * own, so listing never holds the write lock while it folds.
+ * consistent view (a transaction that writes nothing and is rolled back); the snapshots the read
+ * passed are saved afterwards in a short write of their own.
  */
-export function readCheckpoints(
-  store: SqliteStore,
+export async function readCheckpoints(
+  store: SqlStore,
   workstreamId: string,
   limit?: number,
-): Checkpoint[] {
-  const { log, found } = store.db
-    .transaction(() => {
-      if (!store.getWorkstreamRow(workstreamId)) {
-        throw new MendError("not_found", `workstream ${workstreamId} not found`, { workstreamId });
-      }
-      const log = openCheckpointLog(store, workstreamId);
-      return { log, found: listCheckpoints(log, limit) };
-    })
-    .deferred();
-  if (log.unsaved.length > 0) store.db.transaction(() => saveSnapshots(log)).immediate();
+): Promise<Checkpoint[]> {
+  const { log, found } = await store.dryRun(async (q: Queryable) => {
+    if (!(await q.get("SELECT id FROM workstreams WHERE id = ?", [workstreamId]))) {
+      throw new MendError("not_found", `workstream ${workstreamId} not found`, { workstreamId });
+    }
+    const log = await openCheckpointLog(q, workstreamId);
+    return { log, found: await listCheckpoints(log, limit) };
+  });
+  if (log.unsaved.length > 0) await store.write((tx) => saveSnapshots(tx, log));
   return found;
 }
 
 /** The newest checkpoints of a workstream, newest first; all of them when `limit` is omitted. */
-export function listCheckpoints(log: CheckpointLog, limit?: number): Checkpoint[] {
+export async function listCheckpoints(log: CheckpointLog, limit?: number): Promise<Checkpoint[]> {
   // The oldest checkpoint listed is at or after the limit-th newest task record.
   const oldest =
     limit === undefined
       ? undefined
-      : (log.store
-          .stmt(
-            "SELECT seq FROM transitions WHERE workstream_id = ? AND entity = 'task' ORDER BY seq DESC LIMIT 1 OFFSET ?",
-          )
-          .get(log.workstreamId, limit - 1) as { seq: number } | undefined);
+      : await log.q.get<{ seq: number }>(
+          "SELECT seq FROM transitions WHERE workstream_id = ? AND entity = 'task' ORDER BY seq DESC LIMIT 1 OFFSET ?",
+          [log.workstreamId, limit - 1],
+        );
   const from = oldest?.seq ?? 0;
   const found: Checkpoint[] = [];
-  fold(log, nearestFold(log, from - 1), Number.MAX_SAFE_INTEGER, (f, record) => {
+  await fold(log, await nearestFold(log, from - 1), Number.MAX_SAFE_INTEGER, (f, record) => {
     if (record.seq >= from && isCheckpoint(f, record, log.taskCount)) {
       found.push(toCheckpoint(f, record));
     }
@@ -113,8 +122,8 @@ export function listCheckpoints(log: CheckpointLog, limit?: number): Checkpoint[
  * The checkpoint at `seq`. Refuses, writing nothing, a seq that is not one of this workstream's
  * checkpoints: not found (with what it is instead) or, past the newest, invalid.
  */
-export function checkpointAt(log: CheckpointLog, seq: number): Checkpoint {
-  const { store, workstreamId } = log;
+export async function checkpointAt(log: CheckpointLog, seq: number): Promise<Checkpoint> {
+  const { q, workstreamId } = log;
   const hint = `see mend workstream checkpoints ${workstreamId}`;
   if (!Number.isSafeInteger(seq) || seq <= 0) {
     throw new MendError(
@@ -123,7 +132,7 @@ export function checkpointAt(log: CheckpointLog, seq: number): Checkpoint {
       { seq },
     );
   }
-  const row = store.stmt("SELECT * FROM transitions WHERE seq = ?").get(seq) as Row | undefined;
+  const row = await q.get("SELECT * FROM transitions WHERE seq = ?", [seq]);
   const record = row ? rowToTransition(row) : null;
   if (record && record.workstreamId !== workstreamId) {
     throw new MendError(
@@ -132,9 +141,10 @@ export function checkpointAt(log: CheckpointLog, seq: number): Checkpoint {
       { workstreamId, seq, belongsTo: record.workstreamId ?? record.entityId },
     );
   }
-  const newest = store
-    .stmt("SELECT MAX(seq) AS seq FROM transitions WHERE workstream_id = ? AND entity = 'task'")
-    .get(workstreamId) as { seq: number | null };
+  const newest = (await q.get<{ seq: number | null }>(
+    "SELECT MAX(seq) AS seq FROM transitions WHERE workstream_id = ? AND entity = 'task'",
+    [workstreamId],
+  ))!;
   if (seq > (newest.seq ?? 0)) {
     throw new MendError(
       "invalid_argument",
@@ -142,7 +152,7 @@ export function checkpointAt(log: CheckpointLog, seq: number): Checkpoint {
       { workstreamId, seq, newest: newest.seq },
     );
   }
-  const f = fold(log, nearestFold(log, seq), seq);
+  const f = await fold(log, await nearestFold(log, seq), seq);
   if (!record || !isCheckpoint(f, record, log.taskCount)) {
     throw new MendError(
       "not_found",
@@ -164,13 +174,13 @@ function notACheckpoint(record: TransitionRecord | null): string {
  * Searched backwards one snapshot interval at a time, so recent quiet points cost one interval
  * of records; a workstream's first checkpoint (after submission) is always quiet.
  */
-export function latestQuietCheckpoint(log: CheckpointLog): Checkpoint {
+export async function latestQuietCheckpoint(log: CheckpointLog): Promise<Checkpoint> {
   let upper = Number.MAX_SAFE_INTEGER;
   for (;;) {
-    const start = nearestFold(log, upper - 1);
+    const start = await nearestFold(log, upper - 1);
     const floor = start.seq;
     let quiet = 0;
-    fold(log, start, upper, (f, record) => {
+    await fold(log, start, upper, (f, record) => {
       if (f.running === 0 && isCheckpoint(f, record, log.taskCount)) quiet = record.seq;
     });
     if (quiet > 0) return checkpointAt(log, quiet);
@@ -184,13 +194,12 @@ export function latestQuietCheckpoint(log: CheckpointLog): Checkpoint {
 }
 
 /** The fold at the newest usable snapshot at or before `seq`, else at the beginning. */
-function nearestFold(log: CheckpointLog, seq: number): CheckpointFold {
-  const rows = log.store
-    .stmt(
-      `SELECT s.seq, s.state FROM checkpoint_snapshots s JOIN transitions t ON t.seq = s.seq AND t.hash = s.hash
+async function nearestFold(log: CheckpointLog, seq: number): Promise<CheckpointFold> {
+  const rows = await log.q.all<{ seq: number; state: string }>(
+    `SELECT s.seq, s.state FROM checkpoint_snapshots s JOIN transitions t ON t.seq = s.seq AND t.hash = s.hash
        WHERE s.workstream_id = ? AND s.seq <= ? ORDER BY s.seq DESC`,
-    )
-    .all(log.workstreamId, seq) as { seq: number; state: string }[];
+    [log.workstreamId, seq],
+  );
   for (const r of rows) {
     const f = decodeFold(log.workstreamId, r.seq, r.state);
     if (f) return f;
@@ -202,25 +211,28 @@ function nearestFold(log: CheckpointLog, seq: number): CheckpointFold {
 
 /**
  * Folds the workstream's records after `f.seq` up to `toSeq` into `f`, calling `visit` after each,
- * and notes the snapshots it passes that are not saved.
+ * and notes the snapshots it passes that are not saved. Reads {@link FOLD_PAGE} records at a time.
  */
-function fold(
+async function fold(
   log: CheckpointLog,
   f: CheckpointFold,
   toSeq: number,
   visit?: (f: CheckpointFold, record: TransitionRecord) => void,
-): CheckpointFold {
-  const rows = log.store
-    .stmt("SELECT * FROM transitions WHERE workstream_id = ? AND seq > ? AND seq <= ? ORDER BY seq")
-    .iterate(log.workstreamId, f.seq, toSeq) as Iterable<Row>;
-  for (const row of rows) {
-    const record = rowToTransition(row);
-    foldRecord(f, record);
-    if (isSnapshotPoint(f, log.interval) && !log.saved.has(record.seq)) {
-      log.unsaved.push({ seq: record.seq, hash: record.hash, state: encodeFold(f) });
-      log.saved.add(record.seq);
+): Promise<CheckpointFold> {
+  for (;;) {
+    const rows = await log.q.all<Row>(
+      "SELECT * FROM transitions WHERE workstream_id = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+      [log.workstreamId, f.seq, toSeq, FOLD_PAGE],
+    );
+    for (const row of rows) {
+      const record = rowToTransition(row);
+      foldRecord(f, record);
+      if (isSnapshotPoint(f, log.interval) && !log.saved.has(record.seq)) {
+        log.unsaved.push({ seq: record.seq, hash: record.hash, state: encodeFold(f) });
+        log.saved.add(record.seq);
+      }
+      visit?.(f, record);
     }
-    visit?.(f, record);
+    if (rows.length < FOLD_PAGE) return f;
   }
-  return f;
 }

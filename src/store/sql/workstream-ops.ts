@@ -1,9 +1,9 @@
 /**
- * Workstream recovery on the SQLite store: rollback to a checkpoint, re-running the whole
+ * Workstream recovery on the SQL stores: rollback to a checkpoint, re-running the whole
  * workstream, its failed part or everything from one task on, removing a dependency, cancelling a
  * workstream, and closing one for good (archived, merged). Each is an intervention: one write
  * transaction in which every state change is a transition, plus one interventions entry. With
- * `dryRun` the plan is computed the same way and nothing is written.
+ * `dryRun` the plan is computed the same way in a transaction that is rolled back.
  */
 import { MendError } from "../../errors.js";
 import { taskId as makeTaskId } from "../../model/ids.js";
@@ -42,7 +42,10 @@ import {
   refuseUnfinishedCompensation,
   scheduleCompensation,
 } from "./compensation.js";
-import { RELEASED_LEASE, type SqliteStore } from "./SqliteStore.js";
+import { RELEASED_LEASE, reconcileWorkstream } from "./lifecycle.js";
+import type { Row } from "./queryable.js";
+import type { SqlStore } from "./SqlStore.js";
+import type { Tx } from "./tx.js";
 
 /** The events an operation's records carry. */
 interface OperationEvents {
@@ -64,68 +67,69 @@ const EVENTS_OF: Record<RecoveryPlan["operation"], OperationEvents> = {
  * until it completes, then run again.
  */
 export function rollbackWorkstream(
-  store: SqliteStore,
+  store: SqlStore,
   workstreamId: string,
   to: CheckpointRef,
   who: Actor,
   options: RecoveryOptions,
-): RecoveryPlan {
-  return inTransaction(store, options, () => {
-    const ws = requireOpenWorkstream(store, workstreamId, "rolled back");
-    const log = openCheckpointLog(store, workstreamId);
-    const checkpoint = to === "latest" ? latestQuietCheckpoint(log) : checkpointAt(log, to);
-    const input = planInput(store, ws);
+): Promise<RecoveryPlan> {
+  return inTransaction(store, options, async (tx) => {
+    const ws = await requireOpenWorkstream(tx, workstreamId, "rolled back");
+    const log = await openCheckpointLog(tx, workstreamId);
+    const checkpoint =
+      to === "latest" ? await latestQuietCheckpoint(log) : await checkpointAt(log, to);
+    const input = await planInput(tx, ws);
     if (!options.compensate) {
       const plan = planRollback(input, checkpoint);
       if (!options.dryRun) {
-        saveSnapshots(log);
-        apply(store, plan, who);
+        await saveSnapshots(tx, log);
+        await apply(tx, plan, who);
       }
       return plan;
     }
-    refuseUnfinishedCompensation(store, ws);
+    await refuseUnfinishedCompensation(tx, ws);
     const since = new Set(planRollback(input, checkpoint).kept);
-    const compensation = planCompensationOf(store, ws, ws.compensation.order, since);
+    const compensation = await planCompensationOf(tx, ws, ws.compensation.order, since);
     const plan = planRollback(input, checkpoint, new Set(compensation.steps.map((s) => s.task)));
     if (options.dryRun) return { ...plan, compensation };
-    saveSnapshots(log);
+    await saveSnapshots(tx, log);
     // Scheduled first, so that the workstream settling as the rollback applies sees it under way.
     plan.compensation =
       compensation.steps.length === 0
         ? compensation
-        : scheduleCompensation(store, ws, compensation, "rollback", who.actor, who.reason);
-    apply(store, plan, who);
+        : await scheduleCompensation(tx, ws, compensation, "rollback", who.actor, who.reason);
+    await apply(tx, plan, who);
     return plan;
   });
 }
 
 /** Runs a workstream again: every task (`all`), or its failed and cancelled part (`failed`). */
 export function retryWorkstream(
-  store: SqliteStore,
+  store: SqlStore,
   workstreamId: string,
   scope: "all" | "failed",
   who: Actor,
   options: RecoveryOptions,
-): RecoveryPlan {
-  return inTransaction(store, options, () => {
-    const ws = requireOpenWorkstream(store, workstreamId, "retried");
-    const plan = planRetry(planInput(store, ws), scope);
-    if (!options.dryRun) apply(store, plan, who);
+): Promise<RecoveryPlan> {
+  return inTransaction(store, options, async (tx) => {
+    const ws = await requireOpenWorkstream(tx, workstreamId, "retried");
+    const plan = planRetry(await planInput(tx, ws), scope);
+    if (!options.dryRun) await apply(tx, plan, who);
     return plan;
   });
 }
 
 /** Runs the task `fromKey` (as written in the definition) and everything downstream again. */
 export function resumeWorkstream(
-  store: SqliteStore,
+  store: SqlStore,
   workstreamId: string,
   fromKey: string,
   who: Actor,
   options: RecoveryOptions,
-): RecoveryPlan {
-  return inTransaction(store, options, () => {
-    const ws = requireOpenWorkstream(store, workstreamId, "resumed");
-    const input = planInput(store, ws);
+): Promise<RecoveryPlan> {
+  return inTransaction(store, options, async (tx) => {
+    const ws = await requireOpenWorkstream(tx, workstreamId, "resumed");
+    const input = await planInput(tx, ws);
     if (!input.tasks.some((t) => t.key === fromKey)) {
       throw new MendError(
         "not_found",
@@ -134,7 +138,7 @@ export function resumeWorkstream(
       );
     }
     const plan = planResume(input, fromKey);
-    if (!options.dryRun) apply(store, plan, who);
+    if (!options.dryRun) await apply(tx, plan, who);
     return plan;
   });
 }
@@ -145,16 +149,16 @@ export function resumeWorkstream(
  * `deps` change through a transition, so replay reproduces the edit.
  */
 export function removeDependency(
-  store: SqliteStore,
+  store: SqlStore,
   taskId: string,
   depId: string,
   who: Actor,
   options: RecoveryOptions,
-): DependencyRemoval {
-  return inTransaction(store, options, () => {
-    const task = store.requireTask(taskId);
-    const dep = store.requireTask(depId);
-    const ws = requireOpenWorkstream(store, task.workstreamId, "edited");
+): Promise<DependencyRemoval> {
+  return inTransaction(store, options, async (tx) => {
+    const task = await tx.requireTask(taskId);
+    const dep = await tx.requireTask(depId);
+    const ws = await requireOpenWorkstream(tx, task.workstreamId, "edited");
     if (dep.workstreamId !== task.workstreamId || !task.deps.includes(dep.key)) {
       throw new MendError(
         "invalid_argument",
@@ -170,7 +174,7 @@ export function removeDependency(
       );
     }
     const deps = task.deps.filter((d) => d !== dep.key);
-    const siblings = new Map(planInput(store, ws).tasks.map((t) => [t.key, t]));
+    const siblings = new Map((await planInput(tx, ws)).tasks.map((t) => [t.key, t]));
     const ready = deps.every((k) => {
       const d = siblings.get(k)!;
       return satisfiesDependents(d.status, d.critical);
@@ -182,7 +186,7 @@ export function removeDependency(
       status: { from: task.status, to: ready ? "queued" : "pending" },
     };
     if (options.dryRun) return removal;
-    store.transition({
+    await tx.transition({
       kind: "task",
       id: task.id,
       from: "pending",
@@ -193,16 +197,16 @@ export function removeDependency(
       workstreamId: task.workstreamId,
       detail: { removed: dep.key, reason: who.reason ?? null },
     });
-    store.stmt("DELETE FROM task_deps WHERE task_id = ? AND dep_id = ?").run(task.id, dep.id);
-    if (store.depsSatisfied(task.id)) promote(store, task.id, task.workstreamId, who.actor);
-    const after = store.requireTask(task.id);
-    store.intervention(
+    await tx.run("DELETE FROM task_deps WHERE task_id = ? AND dep_id = ?", [task.id, dep.id]);
+    if (await tx.depsSatisfied(task.id)) await promote(tx, task.id, task.workstreamId, who.actor);
+    const after = await tx.requireTask(task.id);
+    await tx.intervention(
       who,
       task.id,
       { status: task.status, deps: task.deps },
       { status: after.status, deps: after.deps },
     );
-    store.reconcileWorkstream(task.workstreamId, who.actor);
+    await reconcileWorkstream(tx, task.workstreamId, who.actor);
     return { ...removal, status: { from: task.status, to: after.status } };
   });
 }
@@ -213,12 +217,12 @@ export function removeDependency(
  * ends `cancelled`, and its completed tasks are compensated when its policy says so.
  */
 export function cancelWorkstream(
-  store: SqliteStore,
+  store: SqlStore,
   workstreamId: string,
   who: Actor,
-): WorkstreamCancellation {
-  return store.write(() => {
-    const ws = requireOpenWorkstream(store, workstreamId, "cancelled");
+): Promise<WorkstreamCancellation> {
+  return store.write(async (tx) => {
+    const ws = await requireOpenWorkstream(tx, workstreamId, "cancelled");
     if (!canTransition("workstream", ws.status, "cancelled")) {
       throw new MendError(
         "refused",
@@ -228,14 +232,13 @@ export function cancelWorkstream(
     }
     const reason = who.reason ?? null;
     const open = (
-      store
-        .stmt(
-          "SELECT * FROM tasks WHERE workstream_id = ? AND status IN ('pending','queued','running') ORDER BY rowid",
-        )
-        .all(ws.id) as Record<string, unknown>[]
+      await tx.all<Row>(
+        "SELECT * FROM tasks WHERE workstream_id = ? AND status IN ('pending','queued','running') ORDER BY rowid",
+        [ws.id],
+      )
     ).map(rowToTask);
     for (const t of open) {
-      store.transition({
+      await tx.transition({
         kind: "task",
         id: t.id,
         from: t.status,
@@ -247,7 +250,7 @@ export function cancelWorkstream(
         detail: { reason, ...(t.status === "running" ? { worker: t.leaseWorker } : {}) },
       });
     }
-    store.transition({
+    await tx.transition({
       kind: "workstream",
       id: ws.id,
       from: ws.status,
@@ -258,9 +261,9 @@ export function cancelWorkstream(
       workstreamId: ws.id,
       detail: { reason, cancelled: open.map((t) => t.key) },
     });
-    const after = store.getWorkstreamRow(ws.id)!;
-    const compensation = onWorkstreamEnded(store, after, who.actor);
-    store.intervention(
+    const after = (await tx.getWorkstreamRow(ws.id))!;
+    const compensation = await onWorkstreamEnded(tx, after, who.actor);
+    await tx.intervention(
       who,
       ws.id,
       { status: ws.status, tasks: Object.fromEntries(open.map((t) => [t.key, t.status])) },
@@ -275,13 +278,13 @@ export function cancelWorkstream(
  * (from completed: its results were merged into their destination).
  */
 export function closeWorkstream(
-  store: SqliteStore,
+  store: SqlStore,
   workstreamId: string,
   to: "archived" | "merged",
   who: Actor,
-): WorkstreamRecord {
-  return store.write(() => {
-    const ws = requireOpenWorkstream(store, workstreamId, to);
+): Promise<WorkstreamRecord> {
+  return store.write(async (tx) => {
+    const ws = await requireOpenWorkstream(tx, workstreamId, to);
     if (!canTransition("workstream", ws.status, to)) {
       throw new MendError(
         "refused",
@@ -289,7 +292,7 @@ export function closeWorkstream(
         { workstreamId, status: ws.status },
       );
     }
-    store.transition({
+    await tx.transition({
       kind: "workstream",
       id: ws.id,
       from: ws.status,
@@ -300,24 +303,31 @@ export function closeWorkstream(
       workstreamId: ws.id,
       detail: { reason: who.reason ?? null },
     });
-    const after = store.getWorkstreamRow(ws.id)!;
-    store.intervention(who, ws.id, { status: ws.status }, { status: after.status });
+    const after = (await tx.getWorkstreamRow(ws.id))!;
+    await tx.intervention(who, ws.id, { status: ws.status }, { status: after.status });
     return after;
   });
 }
 
-/** A dry run reads in one consistent snapshot and writes nothing; otherwise one write. */
-function inTransaction<T>(store: SqliteStore, options: RecoveryOptions, fn: () => T): T {
-  return options.dryRun ? store.db.transaction(fn).deferred() : store.write(fn);
+/**
+ * One write; a dry run reads in one consistent snapshot, in a transaction rolled back at the end,
+ * so it writes nothing.
+ */
+function inTransaction<T>(
+  store: SqlStore,
+  options: RecoveryOptions,
+  fn: (tx: Tx) => Promise<T>,
+): Promise<T> {
+  return options.dryRun ? store.dryRun(fn) : store.write(fn);
 }
 
 /** The workstream, unless it is missing (not found) or final (refused, naming its status). */
-function requireOpenWorkstream(
-  store: SqliteStore,
+async function requireOpenWorkstream(
+  tx: Tx,
   workstreamId: string,
   verb: string,
-): WorkstreamRecord {
-  const ws = store.getWorkstreamRow(workstreamId);
+): Promise<WorkstreamRecord> {
+  const ws = await tx.getWorkstreamRow(workstreamId);
   if (!ws) {
     throw new MendError("not_found", `workstream ${workstreamId} not found`, { workstreamId });
   }
@@ -331,10 +341,10 @@ function requireOpenWorkstream(
   return ws;
 }
 
-function planInput(store: SqliteStore, ws: WorkstreamRecord): PlanWorkstream {
-  const rows = store
-    .stmt("SELECT * FROM tasks WHERE workstream_id = ? ORDER BY rowid")
-    .all(ws.id) as Record<string, unknown>[];
+async function planInput(tx: Tx, ws: WorkstreamRecord): Promise<PlanWorkstream> {
+  const rows = await tx.all<Row>("SELECT * FROM tasks WHERE workstream_id = ? ORDER BY rowid", [
+    ws.id,
+  ]);
   return { id: ws.id, status: ws.status, tasks: rows.map(rowToTask) };
 }
 
@@ -343,12 +353,12 @@ function planInput(store: SqliteStore, ws: WorkstreamRecord): PlanWorkstream {
  * task's reset, then the queuing of the ready ones once every reset is in, then the workstream
  * settles as its tasks say.
  */
-function apply(store: SqliteStore, plan: RecoveryPlan, who: Actor): void {
+async function apply(tx: Tx, plan: RecoveryPlan, who: Actor): Promise<void> {
   if (plan.changes.length === 0) return;
   const events = EVENTS_OF[plan.operation];
-  const ws = store.getWorkstreamRow(plan.workstreamId)!;
+  const ws = (await tx.getWorkstreamRow(plan.workstreamId))!;
   const reason = who.reason ?? null;
-  store.transition({
+  await tx.transition({
     kind: "workstream",
     id: ws.id,
     from: ws.status,
@@ -367,10 +377,10 @@ function apply(store: SqliteStore, plan: RecoveryPlan, who: Actor): void {
       ...(plan.compensation ? { compensation: plan.compensation.compensationId } : {}),
     },
   });
-  const now = store.clock.now();
+  const now = tx.now();
   const byKey = new Map<string, TaskRecord>();
   for (const c of plan.changes) {
-    const task = store.requireTask(makeTaskId(ws.id, c.key));
+    const task = await tx.requireTask(makeTaskId(ws.id, c.key));
     byKey.set(c.key, task);
     const reset: TaskStatus = c.to === "queued" ? "pending" : c.to;
     if (c.from === reset && c.attempts.from === c.attempts.to) continue;
@@ -389,7 +399,7 @@ function apply(store: SqliteStore, plan: RecoveryPlan, who: Actor): void {
     let from = c.from;
     // No direct edge (e.g. running → skipped, failed → cancelled): through pending.
     if (!canTransition("task", from, reset)) {
-      store.transition({
+      await tx.transition({
         kind: "task",
         id: task.id,
         from,
@@ -403,7 +413,7 @@ function apply(store: SqliteStore, plan: RecoveryPlan, who: Actor): void {
       from = "pending";
       patch = {};
     }
-    store.transition({
+    await tx.transition({
       kind: "task",
       id: task.id,
       from,
@@ -419,7 +429,7 @@ function apply(store: SqliteStore, plan: RecoveryPlan, who: Actor): void {
     if (c.to !== "queued") continue;
     const id = byKey.get(c.key)!.id;
     // The plan decided from the same rows; the store's own check guards the DAG invariant.
-    if (!store.depsSatisfied(id)) {
+    if (!(await tx.depsSatisfied(id))) {
       throw new MendError(
         "internal",
         `${plan.operation} would queue ${id} before its dependencies`,
@@ -428,15 +438,15 @@ function apply(store: SqliteStore, plan: RecoveryPlan, who: Actor): void {
         },
       );
     }
-    promote(store, id, ws.id, who.actor);
+    await promote(tx, id, ws.id, who.actor);
   }
-  store.reconcileWorkstream(ws.id, who.actor);
-  store.intervention(
+  await reconcileWorkstream(tx, ws.id, who.actor);
+  await tx.intervention(
     who,
     ws.id,
     { status: ws.status, tasks: Object.fromEntries(plan.changes.map((c) => [c.key, c.from])) },
     {
-      status: store.getWorkstreamRow(ws.id)!.status,
+      status: (await tx.getWorkstreamRow(ws.id))!.status,
       ...(plan.checkpoint ? { checkpoint: plan.checkpoint.seq } : {}),
       ...(plan.fromTask ? { fromTask: plan.fromTask } : {}),
       tasks: Object.fromEntries(plan.changes.map((c) => [c.key, c.to])),
@@ -446,18 +456,18 @@ function apply(store: SqliteStore, plan: RecoveryPlan, who: Actor): void {
   );
 }
 
-function promote(store: SqliteStore, id: string, workstreamId: string, actor: string): void {
-  store.transition({
+async function promote(tx: Tx, id: string, workstreamId: string, actor: string): Promise<void> {
+  await tx.transition({
     kind: "task",
     id,
     from: "pending",
     to: "queued",
-    patch: { runAt: store.clock.now() },
+    patch: { runAt: tx.now() },
     event: "task_ready",
     actor,
     workstreamId,
   });
-  store.wake();
+  tx.wake();
 }
 
 /** Up to 20 names, then how many more. */

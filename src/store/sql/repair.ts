@@ -6,14 +6,9 @@ import { ENTITY_KINDS, type EntityKind } from "../../model/states.js";
 import { restoredLiveness, SNAPSHOT_KEYS } from "../replay.js";
 import type { RepairOptions, RepairOutcome } from "../store.js";
 import { ENTITY_TABLES, encodeField } from "./codec.js";
-import type { SqliteStore } from "./SqliteStore.js";
-
-/** Rolls a dry run back once it has computed everything. */
-class DryRun extends Error {
-  constructor(readonly outcome: RepairOutcome) {
-    super("dry run");
-  }
-}
+import { applyFailure, reconcileWorkstream } from "./lifecycle.js";
+import type { SqlStore } from "./SqlStore.js";
+import type { Tx } from "./tx.js";
 
 /**
  * Fixes what can be derived, in one write transaction: rows that disagree with the log are
@@ -22,29 +17,23 @@ class DryRun extends Error {
  * does all of it and rolls back, so it reports exactly what a real run would do. Call only when
  * the chain verifies: a log that is not intact is no basis for rewriting state.
  */
-export function repairState(store: SqliteStore, options: RepairOptions): RepairOutcome {
-  try {
-    return store.write(() => {
-      const outcome = rewriteFromLog(store);
-      outcome.requeued = requeueLeaseless(store, options.planner, options.leaseGraceMs);
-      outcome.workstreams = reconcileAll(store, options.who.actor);
-      const changed =
-        outcome.rows.length + outcome.requeued.length + outcome.workstreams.length > 0;
-      if (options.dryRun) throw new DryRun(outcome);
-      if (changed) store.intervention(options.who, "store", null, outcome);
-      return outcome;
-    });
-  } catch (err) {
-    if (err instanceof DryRun) return err.outcome;
-    throw err;
-  }
+export function repairState(store: SqlStore, options: RepairOptions): Promise<RepairOutcome> {
+  const run = async (tx: Tx): Promise<RepairOutcome> => {
+    const outcome = await rewriteFromLog(tx);
+    outcome.requeued = await requeueLeaseless(tx, options.planner, options.leaseGraceMs);
+    outcome.workstreams = await reconcileAll(tx, options.who.actor);
+    const changed = outcome.rows.length + outcome.requeued.length + outcome.workstreams.length > 0;
+    if (!options.dryRun && changed) await tx.intervention(options.who, "store", null, outcome);
+    return outcome;
+  };
+  return options.dryRun ? store.dryRun(run) : store.write(run);
 }
 
-function rewriteFromLog(store: SqliteStore): RepairOutcome {
-  const stored = store.readState();
-  const logged = store.replayLog();
+async function rewriteFromLog(tx: Tx): Promise<RepairOutcome> {
+  const stored = await tx.store.readState(tx);
+  const logged = await tx.store.replayLog(tx);
   const outcome: RepairOutcome = { rows: [], requeued: [], workstreams: [], unexplained: [] };
-  const now = store.clock.now();
+  const now = tx.now();
   for (const kind of ENTITY_KINDS) {
     const key = SNAPSHOT_KEYS[kind];
     const want = logged[key] as Record<string, Record<string, unknown>>;
@@ -56,7 +45,7 @@ function rewriteFromLog(store: SqliteStore): RepairOutcome {
         : ["*"];
       if (fields.length === 0) continue;
       outcome.rows.push({ kind, id, fields });
-      writeRow(store, kind, record, current !== undefined, now);
+      await writeRow(tx, kind, record, current !== undefined, now);
     }
     for (const id of Object.keys(have)) {
       if (!(id in want)) outcome.unexplained.push({ kind, id });
@@ -66,73 +55,71 @@ function rewriteFromLog(store: SqliteStore): RepairOutcome {
 }
 
 /** Writes one entity's row as the log has it; liveness the log lacks is given from `now`. */
-function writeRow(
-  store: SqliteStore,
+async function writeRow(
+  tx: Tx,
   kind: EntityKind,
   record: Record<string, unknown>,
   exists: boolean,
   now: number,
-): void {
+): Promise<void> {
   const { table, columns } = ENTITY_TABLES[kind];
   // A missing row's running task gets a lease that ends now: the monitor sweeps it at once.
   const full = exists ? record : { ...record, ...restoredLiveness(kind, record, now, now) };
   const fields = Object.keys(full).filter((f) => columns[f]);
   const values = fields.map((f) => encodeField(columns[f]![1], full[f]));
   if (exists) {
-    store
-      .stmt(
-        `UPDATE ${table} SET ${fields.map((f) => `${columns[f]![0]} = ?`).join(", ")} WHERE id = ?`,
-      )
-      .run(...values, record.id);
+    await tx.run(
+      `UPDATE ${table} SET ${fields.map((f) => `${columns[f]![0]} = ?`).join(", ")} WHERE id = ?`,
+      [...values, record.id],
+    );
   } else {
-    store
-      .stmt(
-        `INSERT INTO ${table} (${fields.map((f) => columns[f]![0]).join(", ")}) VALUES (${fields.map(() => "?").join(", ")})`,
-      )
-      .run(...values);
+    await tx.run(
+      `INSERT INTO ${table} (${fields.map((f) => columns[f]![0]).join(", ")}) VALUES (${fields.map(() => "?").join(", ")})`,
+      values,
+    );
   }
   if (kind === "task") {
     const t = record as unknown as TaskRecord;
-    store.stmt("DELETE FROM task_deps WHERE task_id = ?").run(t.id);
-    const dep = store.stmt("INSERT INTO task_deps (task_id, dep_id) VALUES (?, ?)");
-    for (const row of dependencyRows(t.workstreamId, t.id, t.deps)) dep.run(row);
+    await tx.run("DELETE FROM task_deps WHERE task_id = ?", [t.id]);
+    for (const row of dependencyRows(t.workstreamId, t.id, t.deps)) {
+      await tx.run("INSERT INTO task_deps (task_id, dep_id) VALUES (?, ?)", row);
+    }
   }
 }
 
 /** Running tasks whose lease is missing or expired longer ago than the monitor would allow. */
-function requeueLeaseless(
-  store: SqliteStore,
+async function requeueLeaseless(
+  tx: Tx,
   planner: RepairOptions["planner"],
   graceMs: number,
-): string[] {
-  const cutoff = store.clock.now() - graceMs;
-  const ids = store
-    .stmt(
-      `SELECT id FROM tasks WHERE status = 'running'
-         AND (lease_token IS NULL OR lease_worker IS NULL OR lease_expires_at IS NULL OR lease_expires_at < ?)`,
-    )
-    .all(cutoff) as { id: string }[];
+): Promise<string[]> {
+  const cutoff = tx.now() - graceMs;
+  const ids = await tx.all<{ id: string }>(
+    `SELECT id FROM tasks WHERE status = 'running'
+       AND (lease_token IS NULL OR lease_worker IS NULL OR lease_expires_at IS NULL OR lease_expires_at < ?)`,
+    [cutoff],
+  );
   for (const { id } of ids) {
-    const row = store.requireTask(id);
+    const row = await tx.requireTask(id);
     const failure: Failure = {
       category: "worker_lost",
       recoverable: true,
       message: `repair: task was running without a live lease (worker ${row.leaseWorker ?? "unknown"})`,
     };
-    store.applyFailure(row, failure, planner, "repair");
+    await applyFailure(tx, row, failure, planner, "repair");
   }
   return ids.map((r) => r.id);
 }
 
-function reconcileAll(store: SqliteStore, actor: string): RepairOutcome["workstreams"] {
-  const before = store.stmt("SELECT id, status FROM workstreams").all() as {
-    id: string;
-    status: string;
-  }[];
+async function reconcileAll(tx: Tx, actor: string): Promise<RepairOutcome["workstreams"]> {
+  // In creation order (SQLite's scan order; PostgreSQL has no order without one).
+  const before = await tx.all<{ id: string; status: string }>(
+    "SELECT id, status FROM workstreams ORDER BY rowid",
+  );
   const changed: RepairOutcome["workstreams"] = [];
   for (const w of before) {
-    store.reconcileWorkstream(w.id, actor);
-    const after = store.getWorkstreamRow(w.id)!.status;
+    await reconcileWorkstream(tx, w.id, actor);
+    const after = (await tx.getWorkstreamRow(w.id))!.status;
     if (after !== w.status) changed.push({ id: w.id, from: w.status, to: after });
   }
   return changed;

@@ -1,0 +1,353 @@
+import pg from "pg";
+import type { Clock } from "../../engine/clock.js";
+import { MendError } from "../../errors.js";
+import type { BackupInfo } from "../../state/backups.js";
+import type { JournalTransition } from "../../state/journal.js";
+import type { Queryable, SqlDialect } from "../sql/queryable.js";
+import { SqlStore } from "../sql/SqlStore.js";
+import type { ChainHead, Tx } from "../sql/tx.js";
+import {
+  clientConfig,
+  lockKey,
+  type PgLocation,
+  parsePgUrl,
+  queryable,
+  redact,
+} from "./connection.js";
+import { DbClock } from "./db-clock.js";
+import { PG_MIGRATIONS } from "./migrations.js";
+import { Notifications } from "./notifications.js";
+
+/** Options for opening a PostgreSQL store. */
+export interface PgStoreOptions {
+  /** Time for tests; by default the database server's clock ({@link DbClock}). */
+  clock?: Clock;
+  /** Most connections this process opens (default 10). */
+  poolSize?: number;
+}
+
+/** PostgreSQL's spelling of what the dialects spell differently. */
+const PG_DIALECT: SqlDialect = {
+  jsonText: (column, path) => `(${column}::jsonb #>> '{${path.join(",")}}')`,
+  jsonNumber: (column, path) => `(${column}::jsonb #>> '{${path.join(",")}}')::double precision`,
+  jsonFlag: (column, path) =>
+    `(CASE (${column}::jsonb #> '{${path.join(",")}}') WHEN 'true'::jsonb THEN 1 WHEN 'false'::jsonb THEN 0 END)`,
+  inArray: (column) => `${column} = ANY(?::text[])`,
+  arrayParam: (values) => values,
+};
+
+/** Advisory lock classes (the first key of the two-key form), so Mend's never collide. */
+const WRITE_LOCK = 0x4d454e44; // "MEND"
+const MIGRATION_LOCK = 0x4d454d47;
+const LEADER_LOCK = 0x4d454c44;
+
+/** The columns of `transitions`, with the array type each is sent as for a multi-row insert. */
+const TRANSITION_ARRAYS = [
+  ["seq", "bigint"],
+  ["at", "bigint"],
+  ["entity", "text"],
+  ["entity_id", "text"],
+  ["workstream_id", "text"],
+  ["from_state", "text"],
+  ["to_state", "text"],
+  ["event", "text"],
+  ["severity", "text"],
+  ["actor", "text"],
+  ["data", "text"],
+  ["detail", "text"],
+  ["hash", "text"],
+] as const;
+
+/**
+ * A transaction's records in one statement whatever their number (one array per column), and the
+ * log's new head with them.
+ */
+const APPEND_SQL = `WITH appended AS (
+    INSERT INTO transitions (${TRANSITION_ARRAYS.map(([c]) => c).join(", ")})
+    SELECT * FROM unnest(${TRANSITION_ARRAYS.map(([, t]) => `?::${t}[]`).join(", ")})
+  )
+  UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1`;
+
+/**
+ * The store for several machines: tables in one schema of a PostgreSQL database, shared by every
+ * worker and monitor that points at it. Writers exclude each other with a transaction-scoped
+ * advisory lock, so each transaction sees what the ones before it committed, as on SQLite; idle
+ * workers are woken with LISTEN/NOTIFY; one monitor leads, holding a session advisory lock that
+ * the server releases when its connection ends. Time is the server's ({@link DbClock}).
+ */
+export class PgStore extends SqlStore {
+  readonly url: string;
+  readonly dialect = PG_DIALECT;
+  readonly backupsSupported = false;
+  readonly q: Queryable;
+  private readonly pool: pg.Pool;
+  private readonly notifications: Notifications;
+  /** Leaderships this process holds: each a connection holding its session advisory lock. */
+  private readonly leaderships = new Map<string, pg.Client>();
+  private readonly dbClock: DbClock | null;
+  private readonly writeLock: number;
+
+  private constructor(
+    url: string,
+    private readonly location: PgLocation,
+    pool: pg.Pool,
+    clock: Clock,
+    dbClock: DbClock | null,
+  ) {
+    super(clock);
+    this.url = redact(url);
+    this.pool = pool;
+    this.q = queryable(pool);
+    this.dbClock = dbClock;
+    this.writeLock = lockKey(location.schema);
+    this.notifications = new Notifications(location, `mend_wake_${location.schema}`);
+  }
+
+  /** Connects, creates the schema and migrates it as needed, and measures the server's clock. */
+  static async open(url: string, options: PgStoreOptions = {}): Promise<PgStore> {
+    const location = parsePgUrl(url);
+    const pool = new pg.Pool({ ...clientConfig(location), max: options.poolSize ?? 10 });
+    // An idle connection the server dropped: the pool replaces it; nothing to crash over.
+    pool.on("error", () => undefined);
+    try {
+      await migrate(pool, location);
+    } catch (err) {
+      await pool.end();
+      throw unavailable(url, err);
+    }
+    let dbClock: DbClock | null = null;
+    if (!options.clock) {
+      dbClock = new DbClock(async () => {
+        const r = await pool.query<{ now: number }>(
+          "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now",
+        );
+        return r.rows[0]!.now;
+      });
+      await dbClock.start();
+    }
+    return new PgStore(url, location, pool, options.clock ?? dbClock!, dbClock);
+  }
+
+  // ---------------------------------------------------------------- transactions
+
+  protected async transaction<T>(
+    mode: "write" | "read",
+    fn: (q: Queryable) => Promise<T>,
+  ): Promise<T> {
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      if (mode === "write") {
+        await client.query("BEGIN");
+        await client.query("SELECT pg_advisory_xact_lock($1, $2)", [WRITE_LOCK, this.writeLock]);
+      } else {
+        await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+      }
+      const result = await fn(queryable(client));
+      await client.query("COMMIT");
+      return result;
+    } catch (err) {
+      try {
+        await client.query("ROLLBACK");
+      } catch (rollbackErr) {
+        // The connection itself failed: it must not go back to the pool.
+        broken = rollbackErr as Error;
+      }
+      throw err;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  /** @internal */
+  async lockChainHead(q: Queryable): Promise<ChainHead> {
+    return (await q.get<ChainHead>("SELECT seq, hash FROM chain_head WHERE id = 1 FOR UPDATE"))!;
+  }
+
+  /** @internal */
+  async appendRecords(q: Queryable, records: JournalTransition[], head: ChainHead): Promise<void> {
+    const columns: unknown[][] = TRANSITION_ARRAYS.map(() => new Array(records.length));
+    for (let i = 0; i < records.length; i++) {
+      const r = records[i]!;
+      const row = [
+        r.seq,
+        r.at,
+        r.entity,
+        r.entityId,
+        r.workstreamId,
+        r.from,
+        r.to,
+        r.event,
+        r.severity,
+        r.actor,
+        r.dataJson,
+        r.detailJson,
+        r.hash,
+      ];
+      for (let c = 0; c < row.length; c++) columns[c]![i] = row[c];
+    }
+    await q.run(APPEND_SQL, [...columns, head.seq, head.hash]);
+  }
+
+  /** Tokens from a sequence: unique and increasing, taken without the log's head. */
+  protected async leaseTokens(tx: Tx, n: number): Promise<number[]> {
+    const rows = await tx.all<{ t: number }>(
+      "SELECT nextval('lease_tokens') AS t FROM generate_series(1, ?::int)",
+      [n],
+    );
+    return rows.map((r) => r.t);
+  }
+
+  /** @internal */
+  override async insertDependencies(q: Queryable, deps: [string, string][]): Promise<void> {
+    if (deps.length === 0) return;
+    await q.run(
+      "INSERT INTO task_deps (task_id, dep_id) SELECT * FROM unnest(?::text[], ?::text[])",
+      [deps.map((d) => d[0]), deps.map((d) => d[1])],
+    );
+  }
+
+  protected override async beforeCommit(tx: Tx): Promise<void> {
+    // Delivered when the transaction commits, and only then.
+    if (tx.wakeRequested) await tx.run("SELECT pg_notify(?, '')", [this.notifications.channel]);
+  }
+
+  protected async backupBeforeRollback(): Promise<void> {
+    // The server's own backups cover a PostgreSQL store; see backup().
+  }
+
+  // ---------------------------------------------------------------- leadership
+
+  /**
+   * Leadership is a session advisory lock held on a connection of its own: when the leader's
+   * process dies, its connection closes and the server releases the lock, so another process
+   * takes over at its next attempt. `ttlMs` is not needed: the connection is the lease.
+   */
+  override async acquireLeadership(name: string, _holder: string): Promise<boolean> {
+    const key = lockKey(`${this.location.schema}:${name}`);
+    const held = this.leaderships.get(name);
+    if (held) {
+      try {
+        await held.query("SELECT 1");
+        return true;
+      } catch {
+        this.leaderships.delete(name);
+        await held.end().catch(() => undefined);
+      }
+    }
+    const client = new pg.Client(clientConfig(this.location));
+    client.on("error", () => undefined);
+    try {
+      await client.connect();
+      const r = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1, $2) AS ok", [
+        LEADER_LOCK,
+        key,
+      ]);
+      if (r.rows[0]!.ok) {
+        this.leaderships.set(name, client);
+        return true;
+      }
+    } catch {
+      // Not reachable now: not the leader; the next attempt tries again.
+    }
+    await client.end().catch(() => undefined);
+    return false;
+  }
+
+  override async releaseLeadership(name: string): Promise<void> {
+    const client = this.leaderships.get(name);
+    if (!client) return;
+    this.leaderships.delete(name);
+    // Ending the session releases its advisory locks.
+    await client.end().catch(() => undefined);
+  }
+
+  // ---------------------------------------------------------------- wake-ups
+
+  onWake(fn: () => void): () => void {
+    return this.notifications.subscribe(fn);
+  }
+
+  // ---------------------------------------------------------------- backups and validation
+
+  async backup(): Promise<BackupInfo> {
+    throw new MendError(
+      "refused",
+      "a PostgreSQL store is backed up by the server's own tools (pg_dump, or base backups with WAL archiving for point-in-time recovery); Mend's backups are for the SQLite store",
+      { url: this.url },
+    );
+  }
+
+  async listBackups(): Promise<BackupInfo[]> {
+    return [];
+  }
+
+  /** Checks that the log's head row agrees with the log. */
+  async integrityCheck(): Promise<string[]> {
+    const problems: string[] = [];
+    const head = await this.q.get<ChainHead>("SELECT seq, hash FROM chain_head WHERE id = 1");
+    const last = await this.q.get<ChainHead>(
+      "SELECT seq, hash FROM transitions ORDER BY seq DESC LIMIT 1",
+    );
+    if (!head) problems.push("chain_head has no row");
+    else if ((last?.seq ?? 0) !== head.seq || (last && last.hash !== head.hash)) {
+      problems.push(
+        `chain_head says the log ends at seq ${head.seq}, but its last record is ${last?.seq ?? 0}`,
+      );
+    }
+    return problems;
+  }
+
+  async close(): Promise<void> {
+    this.dbClock?.stop();
+    await this.notifications.close();
+    for (const name of [...this.leaderships.keys()]) await this.releaseLeadership(name);
+    await this.pool.end();
+  }
+}
+
+/**
+ * Creates the schema and applies the migrations it lacks, in one transaction under an advisory
+ * lock: processes opening a new store at once apply each migration exactly once.
+ */
+async function migrate(pool: pg.Pool, location: PgLocation): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query("BEGIN");
+    await client.query("SELECT pg_advisory_xact_lock($1, $2)", [
+      MIGRATION_LOCK,
+      lockKey(location.schema),
+    ]);
+    await client.query(`CREATE SCHEMA IF NOT EXISTS ${location.schema}`);
+    await client.query("CREATE TABLE IF NOT EXISTS mend_schema (version integer NOT NULL)");
+    const row = (await client.query<{ version: number }>("SELECT version FROM mend_schema"))
+      .rows[0];
+    const version = row?.version ?? 0;
+    if (version > PG_MIGRATIONS.length) {
+      throw new MendError(
+        "store_incompatible",
+        `schema ${location.schema} has version ${version}, newer than this Mend understands (${PG_MIGRATIONS.length}); upgrade Mend or use another schema`,
+        { schema: location.schema, version, supported: PG_MIGRATIONS.length },
+      );
+    }
+    for (let v = version; v < PG_MIGRATIONS.length; v++) await client.query(PG_MIGRATIONS[v]!);
+    if (!row) await client.query("INSERT INTO mend_schema (version) VALUES ($1)", [0]);
+    await client.query("UPDATE mend_schema SET version = $1", [PG_MIGRATIONS.length]);
+    await client.query("COMMIT");
+  } catch (err) {
+    await client.query("ROLLBACK").catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+/** A failure to reach or set up the database, as an error a person can act on. */
+function unavailable(url: string, err: unknown): Error {
+  if (err instanceof MendError) return err;
+  return new MendError(
+    "store_unavailable",
+    `cannot open the PostgreSQL store at ${redact(url)}: ${(err as Error).message}`,
+    { url: redact(url) },
+  );
+}

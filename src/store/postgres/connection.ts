@@ -1,0 +1,116 @@
+/**
+ * node-postgres set up for Mend: a store URL's `schema` parameter becomes the connections'
+ * `search_path`, 64-bit integers come back as numbers (timestamps in ms and seqs are far below
+ * 2^53), and the shared SQL's `?` placeholders become PostgreSQL's `$n`.
+ */
+import pg from "pg";
+import { MendError } from "../../errors.js";
+import type { Queryable, Row } from "../sql/queryable.js";
+
+/** Where a PostgreSQL store lives: the server, and the schema its tables are in. */
+export interface PgLocation {
+  /** The connection string without Mend's own parameters. */
+  connectionString: string;
+  schema: string;
+}
+
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/**
+ * Splits a store URL (`postgres://user@host:5432/db?schema=mend`) into the connection string and
+ * the schema (default `mend`). The schema name must be a plain lowercase identifier, so it never
+ * needs quoting.
+ */
+export function parsePgUrl(url: string): PgLocation {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new MendError("invalid_argument", `"${url}" is not a valid PostgreSQL URL`, { url });
+  }
+  const schema = parsed.searchParams.get("schema") ?? "mend";
+  if (!SCHEMA_NAME.test(schema)) {
+    throw new MendError(
+      "invalid_argument",
+      `schema "${schema}" in ${redact(url)} must be lowercase letters, digits and underscores, starting with a letter or _`,
+      { schema },
+    );
+  }
+  parsed.searchParams.delete("schema");
+  return { connectionString: parsed.toString(), schema };
+}
+
+/** The URL with any password replaced by `***`, for messages and `Store.url`. */
+export function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = "***";
+    return u.toString();
+  } catch {
+    return url;
+  }
+}
+
+const INT8 = 20;
+const NUMERIC = 1700;
+
+/** Type parsers of this store's connections: bigint and numeric as JS numbers. */
+const TYPES = {
+  getTypeParser(oid: number, format?: "text" | "binary") {
+    if (oid === INT8 || oid === NUMERIC) return (v: string) => (v === null ? null : Number(v));
+    return pg.types.getTypeParser(oid, format);
+  },
+} as pg.CustomTypesConfig;
+
+/** Connection settings for a location: its schema first on the search path, numbers parsed. */
+export function clientConfig(loc: PgLocation, extra: pg.ClientConfig = {}): pg.ClientConfig {
+  return {
+    connectionString: loc.connectionString,
+    options: `-c search_path=${loc.schema}`,
+    types: TYPES,
+    application_name: "mend",
+    ...extra,
+  };
+}
+
+/** `?` placeholders to `$1…$n`, converted once per statement text. */
+const converted = new Map<string, string>();
+
+/** The statement text with PostgreSQL placeholders. The shared SQL never has `?` in literals. */
+export function toPg(sql: string): string {
+  let text = converted.get(sql);
+  if (text === undefined) {
+    let n = 0;
+    text = sql.replace(/\?/g, () => `$${++n}`);
+    converted.set(sql, text);
+  }
+  return text;
+}
+
+/** A client or pool as a {@link Queryable}. */
+export function queryable(db: pg.Pool | pg.PoolClient | pg.Client): Queryable {
+  return {
+    async get<T = Row>(sql: string, params: readonly unknown[] = []) {
+      const r = await db.query(toPg(sql), params as unknown[]);
+      return r.rows[0] as T | undefined;
+    },
+    async all<T = Row>(sql: string, params: readonly unknown[] = []) {
+      const r = await db.query(toPg(sql), params as unknown[]);
+      return r.rows as T[];
+    },
+    async run(sql: string, params: readonly unknown[] = []) {
+      const r = await db.query(toPg(sql), params as unknown[]);
+      return r.rowCount ?? 0;
+    },
+  };
+}
+
+/** A 32-bit key for advisory locks, from a name (FNV-1a). */
+export function lockKey(name: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) {
+    h ^= name.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h | 0;
+}
