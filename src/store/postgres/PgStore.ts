@@ -41,6 +41,20 @@ const WRITE_LOCK = 0x4d454e44; // "MEND"
 const MIGRATION_LOCK = 0x4d454d47;
 const LEADER_LOCK = 0x4d454c44;
 
+/** How long a contender waits for a terminated leader's session to end and free the lock. */
+const TAKEOVER_WAIT_MS = 2_000;
+
+/** Whether a connection still answers. */
+async function alive(client: pg.Client): Promise<boolean> {
+  try {
+    await client.query("SELECT 1");
+    return true;
+  } catch {
+    await client.end().catch(() => undefined);
+    return false;
+  }
+}
+
 /** The columns of `transitions`, with the array type each is sent as for a multi-row insert. */
 const TRANSITION_ARRAYS = [
   ["seq", "bigint"],
@@ -219,46 +233,79 @@ export class PgStore extends SqlStore {
   // ---------------------------------------------------------------- leadership
 
   /**
-   * Leadership is a session advisory lock held on a connection of its own: when the leader's
-   * process dies, its connection closes and the server releases the lock, so another process
-   * takes over at its next attempt. `ttlMs` is not needed: the connection is the lease.
+   * Leadership is a session advisory lock held on a connection of its own, plus a `leaders` row
+   * the holder renews. When the leader's process dies its connection closes and the server
+   * releases the lock, so another process takes over at its next attempt. A leader that stops
+   * renewing while its connection lives on (hung, or cut off from the clock) is ended when its
+   * row expires: the next contender terminates its session to free the lock.
    */
-  override async acquireLeadership(name: string, _holder: string): Promise<boolean> {
-    const key = lockKey(`${this.location.schema}:${name}`);
-    const held = this.leaderships.get(name);
-    if (held) {
-      try {
-        await held.query("SELECT 1");
-        return true;
-      } catch {
-        this.leaderships.delete(name);
-        await held.end().catch(() => undefined);
-      }
+  override async acquireLeadership(name: string, holder: string, ttlMs: number): Promise<boolean> {
+    const key = `${name}\0${holder}`;
+    const lock = lockKey(`${this.location.schema}:${name}`);
+    let client = this.leaderships.get(key);
+    if (client && !(await alive(client))) {
+      this.leaderships.delete(key);
+      client = undefined;
     }
+    if (!client) {
+      client = (await this.tryLock(lock)) ?? undefined;
+      if (!client) {
+        const row = await this.q.get<{ expires_at: number }>(
+          "SELECT expires_at FROM leaders WHERE name = ?",
+          [name],
+        );
+        if (!row || row.expires_at >= this.clock.now()) return false;
+        await this.q.get(
+          `SELECT pg_terminate_backend(pid) FROM pg_locks
+           WHERE locktype = 'advisory' AND classid = ?::bigint::oid AND objid = (?::bigint & 4294967295)::oid
+             AND objsubid = 2 AND granted`,
+          [LEADER_LOCK, lock],
+        );
+        client = (await this.tryLock(lock, TAKEOVER_WAIT_MS)) ?? undefined;
+        if (!client) return false;
+      }
+      this.leaderships.set(key, client);
+    }
+    await this.q.run(
+      "INSERT INTO leaders (name, holder, expires_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
+      [name, holder, this.clock.now() + ttlMs],
+    );
+    return true;
+  }
+
+  /**
+   * A new connection holding the lock, or null when another session holds it; waits up to
+   * `waitMs` for a terminated holder's session to end.
+   */
+  private async tryLock(lock: number, waitMs = 0): Promise<pg.Client | null> {
     const client = new pg.Client(clientConfig(this.location));
     client.on("error", () => undefined);
     try {
       await client.connect();
-      const r = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1, $2) AS ok", [
-        LEADER_LOCK,
-        key,
-      ]);
-      if (r.rows[0]!.ok) {
-        this.leaderships.set(name, client);
-        return true;
+      const deadline = Date.now() + waitMs;
+      for (;;) {
+        const r = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1, $2) AS ok", [
+          LEADER_LOCK,
+          lock,
+        ]);
+        if (r.rows[0]!.ok) return client;
+        if (Date.now() >= deadline) break;
+        await new Promise((r) => setTimeout(r, 20));
       }
     } catch {
       // Not reachable now: not the leader; the next attempt tries again.
     }
     await client.end().catch(() => undefined);
-    return false;
+    return null;
   }
 
-  override async releaseLeadership(name: string): Promise<void> {
-    const client = this.leaderships.get(name);
+  override async releaseLeadership(name: string, holder: string): Promise<void> {
+    const key = `${name}\0${holder}`;
+    const client = this.leaderships.get(key);
     if (!client) return;
-    this.leaderships.delete(name);
-    // Ending the session releases its advisory locks.
+    this.leaderships.delete(key);
+    await this.q.run("DELETE FROM leaders WHERE name = ? AND holder = ?", [name, holder]);
+    // Ending the session releases its advisory lock.
     await client.end().catch(() => undefined);
   }
 
@@ -301,7 +348,10 @@ export class PgStore extends SqlStore {
   async close(): Promise<void> {
     this.dbClock?.stop();
     await this.notifications.close();
-    for (const name of [...this.leaderships.keys()]) await this.releaseLeadership(name);
+    for (const key of [...this.leaderships.keys()]) {
+      const [name, holder] = key.split("\0") as [string, string];
+      await this.releaseLeadership(name, holder);
+    }
     await this.pool.end();
   }
 }

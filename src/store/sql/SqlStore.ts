@@ -289,7 +289,7 @@ export abstract class SqlStore implements Store {
   ): Promise<Settlement> {
     // Only what fencing and the hot path need; the whole row is read for failures alone.
     const held = await tx.get<HeldRow>(
-      "SELECT id, workstream_id AS workstreamId, status, lease_token AS leaseToken, lease_worker AS leaseWorker, attempts, breaker, handler, quality_threshold AS qualityThreshold, fallbacks, revivals FROM tasks WHERE id = ?",
+      `SELECT id, workstream_id AS "workstreamId", status, lease_token AS "leaseToken", lease_worker AS "leaseWorker", attempts, breaker, handler, quality_threshold AS "qualityThreshold", fallbacks, revivals FROM tasks WHERE id = ?`,
       [o.taskId],
     );
     // Token and holder both: a restore rewinds seqs, so a token alone could be granted again to
