@@ -4,6 +4,7 @@ export { Monitor, type MonitorOptions } from "./engine/Monitor.js";
 export { createPlanner, type PlannerOptions } from "./engine/planner.js";
 export { type RunOptions, type RunResult, runWorkstream } from "./engine/run.js";
 export { type SubmitOptions, submitWorkstream } from "./engine/submit.js";
+export { HandlerProcessError } from "./engine/isolate.js";
 export { LeaseLostError, Worker, type WorkerOptions } from "./engine/Worker.js";
 export { isMendError, MendError, type MendErrorCode } from "./errors.js";
 export {
@@ -16,6 +17,7 @@ export {
   defineTask,
   type HandlerFn,
   type HandlerMap,
+  type Isolation,
   type TaskContext,
   type TaskDefinition,
 } from "./model/handler.js";

@@ -2,8 +2,11 @@ import { hostname } from "node:os";
 import { MendError } from "../errors.js";
 import type { Failure } from "../model/failure.js";
 import {
+  checkQuality,
   type HandlerMap,
   handlerNames,
+  type ProcessIsolation,
+  processIsolationOf,
   resolveHandler,
   type TaskContext,
   withCompensations,
@@ -20,6 +23,7 @@ import type {
   Store,
 } from "../store/store.js";
 import { type Clock, systemClock, type TimerHandle } from "./clock.js";
+import { checkIsolatedModules, IsolatedHandlerError, runIsolated } from "./isolate.js";
 import { createPlanner } from "./planner.js";
 import { NORMAL_DEGRADATION } from "../recovery/degrade.js";
 
@@ -48,6 +52,8 @@ interface Running {
   task: ClaimedTask;
   controller: AbortController;
   timer: TimerHandle;
+  /** Aborted by a shutdown: released rather than reported, whatever the handler does now. */
+  released?: boolean;
 }
 
 /** Why a handler's signal was aborted. */
@@ -72,6 +78,10 @@ export class Worker {
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly planner: FailurePlanner;
+  /** Handlers with `isolation: "process"`, by name. */
+  private readonly isolated = new Map<string, ProcessIsolation>();
+  /** Isolated attempts whose process is still alive; each settles once it is gone. */
+  private readonly children = new Set<Promise<void>>();
 
   private readonly running = new Map<string, Running>();
   /** The degradation level the store last reported, handed to handlers. */
@@ -100,6 +110,10 @@ export class Worker {
     this.handlerList = handlerNames(this.handlers);
     if (this.handlerList.length === 0) {
       throw new MendError("invalid_argument", "a worker needs at least one handler");
+    }
+    for (const name of this.handlerList) {
+      const isolation = processIsolationOf(name, resolveHandler(this.handlers, name));
+      if (isolation) this.isolated.set(name, isolation);
     }
     this.concurrency = positive("concurrency", options.concurrency ?? 10);
     this.heartbeatMs = positive("heartbeatMs", options.heartbeatMs ?? 1000);
@@ -138,6 +152,7 @@ export class Worker {
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
+    await checkIsolatedModules(this.isolated);
     await this.register();
     this.unsubscribeWake = this.store.onWake(() => this.schedulePump());
     this.scheduleHeartbeat();
@@ -146,7 +161,8 @@ export class Worker {
 
   /**
    * Graceful shutdown: stops claiming, lets running tasks finish for up to `graceMs`, then
-   * aborts and releases the rest so another worker takes them at once.
+   * aborts and releases the rest so another worker takes them at once. Tasks of isolated handlers
+   * are released once their processes are gone: SIGKILLed, at most, after their `killGrace`.
    */
   async stop(graceMs = 30_000): Promise<void> {
     if (this.stopping) return this.done;
@@ -164,8 +180,15 @@ export class Worker {
       this.onIdle = null;
     }
     for (const r of this.running.values()) {
+      r.released = true;
       r.controller.abort(new LeaseLostError("worker shutting down: task released"));
       this.clock.clearTimeout(r.timer);
+    }
+    // Isolated handlers' processes are gone (SIGKILLed past their kill grace) before their tasks
+    // are released, so that no other worker runs a task while its old process still does; the
+    // heartbeats keep the leases meanwhile.
+    if (this.children.size > 0) await Promise.all(this.children);
+    for (const r of this.running.values()) {
       this.outbox.push({
         kind: "release",
         taskId: r.task.id,
@@ -334,24 +357,18 @@ export class Worker {
       },
       heartbeat: () => this.schedulePump(),
       setQuality: (score) => {
-        if (typeof score !== "number" || !(score >= 0 && score <= 1)) {
-          throw new MendError(
-            "invalid_argument",
-            `quality must be a number from 0 to 1, got ${String(score)}`,
-            {
-              score,
-            },
-          );
-        }
-        quality = score;
+        quality = checkQuality(score);
       },
       degradation: this.degradation,
     };
+    const isolation = this.isolated.get(task.handler);
     try {
-      const output = await raceAbort(
-        Promise.resolve().then(() => def.run(ctx)),
-        signal,
-      );
+      const output = await (isolation
+        ? this.runIsolated(ctx, task.handler, isolation)
+        : raceAbort(
+            Promise.resolve().then(() => def.run(ctx)),
+            signal,
+          ));
       if (output !== undefined) JSON.stringify(output);
       return {
         kind: "complete",
@@ -366,9 +383,24 @@ export class Worker {
         kind: "fail",
         taskId: task.id,
         token,
-        failure: this.classify(reason, def.classify),
+        failure:
+          reason instanceof IsolatedHandlerError
+            ? reason.failure
+            : this.classify(reason, def.classify),
       };
     }
+  }
+
+  /** Runs an attempt in a child process; the slot stays taken until the process is gone. */
+  private runIsolated(ctx: TaskContext, handler: string, isolation: ProcessIsolation) {
+    const run = runIsolated(ctx, { handler, isolation, clock: this.clock });
+    const gone = run.then(
+      () => {},
+      () => {},
+    );
+    this.children.add(gone);
+    void gone.then(() => this.children.delete(gone));
+    return run;
   }
 
   private classify(err: unknown, rules: ClassifierRule[] | undefined): Failure {
@@ -378,7 +410,7 @@ export class Worker {
   private finish(task: ClaimedTask, controller: AbortController, outcome: Outcome): void {
     const r = this.running.get(task.id);
     // A task whose lease was lost was already dropped: its outcome would only be refused.
-    if (!r || r.controller !== controller) return;
+    if (!r || r.controller !== controller || r.released) return;
     this.running.delete(task.id);
     this.clock.clearTimeout(r.timer);
     this.outbox.push(outcome);

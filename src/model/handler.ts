@@ -10,6 +10,8 @@ import {
   type TaskRetryDefinition,
 } from "./definition.js";
 import type { DegradationView } from "../store/store.js";
+import { isAbsolute } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseDuration } from "./duration.js";
 import type { FailureCategory } from "./failure.js";
 import type { CompensationSpec } from "./spec.js";
@@ -84,6 +86,36 @@ export interface TaskDefinition<I = unknown, O = unknown> {
    * use it.
    */
   compensate?: CompensateDefinition<I, O>;
+  /**
+   * Where each attempt runs: `"none"` (default), in the worker's process; `"process"`, in a child
+   * process of its own, which is SIGKILLed when it has not exited `killGrace` after its signal
+   * aborted, so a hung handler cannot keep a worker slot. Needs `module`.
+   */
+  isolation?: Isolation;
+  /**
+   * The module whose default export registers this handler under the same name, as a `file:` URL
+   * or an absolute path: usually `import.meta.url`. The child process imports it to find the
+   * handler. Used with `isolation: "process"`.
+   */
+  module?: string | URL;
+  /**
+   * With `isolation: "process"`: how long an aborted attempt's process may take to exit before it
+   * is SIGKILLed. A duration such as `"5s"`, or milliseconds (default 5 s).
+   */
+  killGrace?: string | number;
+}
+
+/** Where a handler's attempts run; see {@link TaskDefinition.isolation}. */
+export type Isolation = "none" | "process";
+
+/** How long an aborted isolated attempt may take to exit before it is SIGKILLed: 5 s. */
+export const DEFAULT_KILL_GRACE_MS = 5_000;
+
+/** A handler's `isolation: "process"` settings, checked. */
+export interface ProcessIsolation {
+  /** Absolute path of the module whose default export registers the handler. */
+  modulePath: string;
+  killGraceMs: number;
 }
 
 /** What a compensating handler is given as `ctx.input`: the task it undoes, as it completed. */
@@ -222,4 +254,87 @@ function readCompensate(
     if (timeoutMs <= 0) throw wrong("compensate.timeout must be greater than 0");
   }
   return { run, idempotent: idempotent ?? false, timeoutMs };
+}
+
+/**
+ * A handler's process isolation settings; null when it runs in the worker's process.
+ *
+ * @throws MendError `invalid_argument` naming the handler and listing every problem: an unknown
+ *   `isolation`, a missing or relative `module`, a malformed `killGrace`, or a `killGrace`
+ *   without `isolation: "process"`.
+ */
+export function processIsolationOf(name: string, def: TaskDefinition): ProcessIsolation | null {
+  const { isolation, module, killGrace } = def as Record<
+    "isolation" | "module" | "killGrace",
+    unknown
+  >;
+  const problems: { path: string; message: string }[] = [];
+  const problem = (path: string, message: string) => problems.push({ path, message });
+  if (isolation !== undefined && isolation !== "none" && isolation !== "process") {
+    problem("isolation", `must be "none" or "process", got ${JSON.stringify(isolation)}`);
+  }
+  const isolated = isolation === "process";
+  let modulePath: string | null = null;
+  if (module !== undefined) {
+    modulePath = modulePathOf(module);
+    if (modulePath === null) {
+      problem(
+        "module",
+        `must be a file: URL or an absolute path, such as import.meta.url; got ${JSON.stringify(String(module))}`,
+      );
+    }
+  } else if (isolated) {
+    problem(
+      "module",
+      'required with isolation "process": the file: URL of the module whose default export registers this handler (usually import.meta.url)',
+    );
+  }
+  let killGraceMs = DEFAULT_KILL_GRACE_MS;
+  if (killGrace !== undefined) {
+    if (!isolated) problem("killGrace", 'applies only with isolation "process"');
+    try {
+      killGraceMs = parseDuration(killGrace as string | number);
+    } catch (err) {
+      problem("killGrace", (err as Error).message);
+    }
+  }
+  if (problems.length > 0) {
+    const list = problems.map((p) => `  - ${p.path}: ${p.message}`).join("\n");
+    throw new MendError(
+      "invalid_argument",
+      `invalid isolation settings of handler "${name}":\n${list}`,
+      { handler: name, problems },
+    );
+  }
+  return isolated ? { modulePath: modulePath!, killGraceMs } : null;
+}
+
+/** The absolute path a `module` setting names; null unless it is a file: URL or absolute path. */
+function modulePathOf(module: unknown): string | null {
+  const text = module instanceof URL ? module.href : module;
+  if (typeof text !== "string") return null;
+  if (text.startsWith("file:")) {
+    try {
+      return fileURLToPath(text);
+    } catch {
+      return null;
+    }
+  }
+  return isAbsolute(text) ? text : null;
+}
+
+/**
+ * A quality score as `ctx.setQuality` accepts it.
+ *
+ * @throws MendError `invalid_argument` unless it is a number from 0 to 1.
+ */
+export function checkQuality(score: unknown): number {
+  if (typeof score !== "number" || !(score >= 0 && score <= 1)) {
+    throw new MendError(
+      "invalid_argument",
+      `quality must be a number from 0 to 1, got ${String(score)}`,
+      { score },
+    );
+  }
+  return score;
 }
