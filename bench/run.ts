@@ -1,14 +1,18 @@
 /**
- * `npm run bench`: throughput, single-task latency and worker-loss recovery of Mend on the
- * embedded SQLite store with durability on (synchronous=FULL), against real worker processes.
- * Prints a table and writes JSON to bench/results/. Not part of the tests.
+ * `npm run bench`: throughput, single-task latency and worker-loss recovery of Mend against real
+ * worker processes, on the embedded SQLite store with durability on (synchronous=FULL) and on
+ * the PostgreSQL store (a fresh schema of `MEND_BENCH_PG_URL`, default the local server's `test`
+ * database, dropped afterwards). `--store sqlite|postgres` runs one of them. Prints a table and
+ * writes JSON to bench/results/. Not part of the tests.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import pg from "pg";
 import { openStore, type Store, submitWorkstream } from "../dist/index.js";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -22,8 +26,15 @@ const { values: args } = parseArgs({
     only: { type: "string" },
     /** Tasks per workstream submitted in the end-to-end run. */
     chunk: { type: "string", default: "1000" },
+    store: { type: "string", default: "sqlite,postgres" },
   },
 });
+const PG_URL = process.env.MEND_BENCH_PG_URL ?? "postgres://postgres@127.0.0.1:5432/test";
+type StoreKind = "sqlite" | "postgres";
+const STORE_LABELS: Record<StoreKind, string> = {
+  sqlite: "sqlite, WAL, synchronous=FULL",
+  postgres: `postgresql (${new URL(PG_URL).host}), a fresh schema per run`,
+};
 const TASKS = Number(args.tasks);
 const TRIALS = Number(args.trials);
 const CHUNK = Number(args.chunk);
@@ -39,9 +50,29 @@ function quantile(xs: number[], q: number): number {
   return s[i]!;
 }
 
-function tempStore(): { url: string; dir: string } {
-  const dir = mkdtempSync(join(tmpdir(), "mend-bench-"));
-  return { url: `sqlite:${join(dir, "mend.db")}`, dir };
+let kind: StoreKind = "sqlite";
+
+/** A new, empty store of the kind being measured, and how to remove it. */
+function tempStore(): { url: string; remove: () => Promise<void> } {
+  if (kind === "sqlite") {
+    const dir = mkdtempSync(join(tmpdir(), "mend-bench-"));
+    return {
+      url: `sqlite:${join(dir, "mend.db")}`,
+      remove: async () => rmSync(dir, { recursive: true, force: true }),
+    };
+  }
+  const schema = `mend_bench_${randomBytes(5).toString("hex")}`;
+  const url = new URL(PG_URL);
+  url.searchParams.set("schema", schema);
+  return {
+    url: url.toString(),
+    remove: async () => {
+      const client = new pg.Client({ connectionString: PG_URL });
+      await client.connect();
+      await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await client.end();
+    },
+  };
 }
 
 /** Starts `mend worker` and resolves once it has registered. */
@@ -95,7 +126,7 @@ interface ThroughputResult {
 /** Enqueue rate, processing rate of a full queue, and end-to-end rate with the worker running. */
 async function throughput(concurrency: number): Promise<ThroughputResult> {
   // Enqueue, then process the full queue.
-  let { url, dir } = tempStore();
+  let { url, remove } = tempStore();
   let store = await openStore(url);
   let t0 = now();
   const { workstreamId } = await submitWorkstream(store, {
@@ -109,10 +140,10 @@ async function throughput(concurrency: number): Promise<ThroughputResult> {
   const processMs = now() - startedAt;
   await stopWorker(worker);
   await store.close();
-  rmSync(dir, { recursive: true, force: true });
+  await remove();
 
   // End to end: the worker is already waiting; tasks arrive in workstreams of --chunk tasks.
-  ({ url, dir } = tempStore());
+  ({ url, remove } = tempStore());
   store = await openStore(url);
   worker = await startWorker(url, ["--concurrency", String(concurrency)]);
   t0 = now();
@@ -127,7 +158,7 @@ async function throughput(concurrency: number): Promise<ThroughputResult> {
   const e2eMs = now() - t0;
   await stopWorker(worker);
   await store.close();
-  rmSync(dir, { recursive: true, force: true });
+  await remove();
   return {
     concurrency,
     enqueuePerSec: (TASKS / enqueueMs) * 1000,
@@ -138,7 +169,7 @@ async function throughput(concurrency: number): Promise<ThroughputResult> {
 
 /** Enqueue → handler start, one task at a time, on a waiting worker in another process. */
 async function latency(samples = 200): Promise<{ p50: number; p99: number }> {
-  const { url, dir } = tempStore();
+  const { url, remove } = tempStore();
   const store = await openStore(url);
   const worker = await startWorker(url, ["--concurrency", "1"]);
   const lat: number[] = [];
@@ -154,7 +185,7 @@ async function latency(samples = 200): Promise<{ p50: number; p99: number }> {
   }
   await stopWorker(worker);
   await store.close();
-  rmSync(dir, { recursive: true, force: true });
+  await remove();
   return { p50: quantile(lat, 0.5), p99: quantile(lat, 0.99) };
 }
 
@@ -169,7 +200,7 @@ interface RecoveryResult {
 
 /** SIGKILL a worker holding tasks; time until another worker restarts them and finishes them. */
 async function recovery(settings: string, flags: string[]): Promise<RecoveryResult> {
-  const { url, dir } = tempStore();
+  const { url, remove } = tempStore();
   const store = await openStore(url);
   const victim = await startWorker(url, ["--concurrency", "10", ...flags]);
   const { workstreamId, taskIds } = await submitWorkstream(store, {
@@ -201,7 +232,7 @@ async function recovery(settings: string, flags: string[]): Promise<RecoveryResu
   }
   await stopWorker(rescuer);
   await store.close();
-  rmSync(dir, { recursive: true, force: true });
+  await remove();
   return {
     settings,
     restartP50: quantile(restart, 0.5),
@@ -220,8 +251,7 @@ function fmt(n: number, digits = 0): string {
 }
 
 async function main(): Promise<void> {
-  const only = args.only?.split(",");
-  const want = (name: string) => !only || only.includes(name);
+  const kinds = args.store.split(",") as StoreKind[];
   const results: Record<string, unknown> = {
     machine: {
       cpus: cpus().length,
@@ -229,11 +259,31 @@ async function main(): Promise<void> {
       memGiB: Math.round(totalmem() / 2 ** 30),
     },
     node: process.version,
-    store: "sqlite, WAL, synchronous=FULL",
     tasks: TASKS,
     trials: TRIALS,
   };
-  const lines: string[] = [];
+  const report: string[] = [];
+  for (const k of kinds) {
+    if (!(k in STORE_LABELS)) throw new Error(`--store: unknown store "${k}"`);
+    kind = k;
+    process.stderr.write(`${STORE_LABELS[k]}\n`);
+    const lines: string[] = [];
+    results[k] = { store: STORE_LABELS[k], ...(await measure(lines)) };
+    report.push(`Mend on ${STORE_LABELS[k]}, ${TASKS} no-op tasks, median of ${TRIALS}`);
+    report.push(...lines.map((l) => `  ${l}`));
+  }
+  const outDir = join(root, "bench/results");
+  mkdirSync(outDir, { recursive: true });
+  const file = join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
+  writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
+  process.stdout.write(`\n${report.join("\n")}\nresults: ${file}\n`);
+}
+
+/** Every measurement asked for, on the current store kind; `lines` gets the summary. */
+async function measure(lines: string[]): Promise<Record<string, unknown>> {
+  const only = args.only?.split(",");
+  const want = (name: string) => !only || only.includes(name);
+  const results: Record<string, unknown> = {};
   if (want("throughput")) {
     for (const c of [10, 50]) {
       const trials: ThroughputResult[] = [];
@@ -278,13 +328,7 @@ async function main(): Promise<void> {
       process.stderr.write(`${lines.at(-1)}\n`);
     }
   }
-  const outDir = join(root, "bench/results");
-  mkdirSync(outDir, { recursive: true });
-  const file = join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
-  writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
-  process.stdout.write(`\nMend on ${results.store}, ${TASKS} no-op tasks, median of ${TRIALS}\n`);
-  for (const l of lines) process.stdout.write(`  ${l}\n`);
-  process.stdout.write(`results: ${file}\n`);
+  return results;
 }
 
 await main();

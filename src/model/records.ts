@@ -67,6 +67,21 @@ export interface TaskRecord {
   qualityThreshold: number | null;
   /** For a task that failed for good: who must act, and the command to try; else null. */
   escalation: Escalation | null;
+  /** Capabilities a worker must have to claim the task; null for none. */
+  requires: string[] | null;
+  /**
+   * Resources the task must hold to run: each need is satisfied by holding one of its resources,
+   * tried in order (the later ones are alternatives it may be reallocated to); null for none.
+   */
+  resources: string[][] | null;
+  /** The resources the current attempt holds (one per need), while it runs; else null. */
+  held: string[] | null;
+  /** When the running attempt last reported progress (heartbeat details or `ctx.progress()`). */
+  progressAt: number | null;
+  /** Running this long without progress raises `task_stalled`; null for the default. */
+  stallAfterMs: number | null;
+  /** When the running attempt was reported stalled; null when it was not. */
+  stalledAt: number | null;
   createdAt: number;
   updatedAt: number;
 }
@@ -157,9 +172,25 @@ export interface WorkerRecord {
   pid: number;
   concurrency: number;
   handlers: string[];
+  /** What the worker can do; a task that requires capabilities is claimed only by workers with all of them. */
+  capabilities: string[];
+  /** Started under `mend worker --supervise`: a supervisor restarts it when it exits. */
+  supervised: boolean;
+  /** An operator's pending request to the worker, picked up at its next heartbeat; else null. */
+  control: WorkerControl | null;
   status: WorkerStatus;
   startedAt: number;
   heartbeatAt: number;
+}
+
+/** What an operator asked a worker to do. */
+export interface WorkerControl {
+  action: "shutdown" | "restart";
+  /** Release its tasks for other workers at once instead of letting them finish. */
+  reassign: boolean;
+  actor: string;
+  reason: string | null;
+  at: number;
 }
 
 /** One entry of the hash-chained transition log; also the event people see. */

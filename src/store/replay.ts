@@ -38,7 +38,7 @@ export const SNAPSHOT_KEYS: Record<EntityKind, keyof StateSnapshot> = {
  * reproduce them.
  */
 export const LIVENESS = {
-  task: ["leaseExpiresAt"],
+  task: ["leaseExpiresAt", "progressAt"],
   worker: ["heartbeatAt"],
   workstream: [],
   breaker: ["failures", "successes", "window"],
@@ -56,7 +56,10 @@ export function restoredLiveness(
   now: number,
   leaseUntil: number,
 ): Record<string, unknown> {
-  if (kind === "task") return { leaseExpiresAt: record.status === "running" ? leaseUntil : null };
+  if (kind === "task") {
+    const running = record.status === "running";
+    return { leaseExpiresAt: running ? leaseUntil : null, progressAt: running ? now : null };
+  }
   if (kind === "worker") return { heartbeatAt: now };
   if (kind === "breaker") return { failures: 0, successes: 0, window: [] };
   return {};
@@ -90,9 +93,13 @@ export function applyTransition(state: StateSnapshot, t: TransitionRecord): void
   (table as Record<string, unknown>)[t.entityId] = next;
 }
 
-/** Replay builds records from patches; fills the fields no patch set so they compare equal. */
-export function normalizeReplayed(snap: StateSnapshot): StateSnapshot {
-  const taskDefaults = {
+/**
+ * The fields a record built from patches may lack, with the value they mean: creation records
+ * leave out recovery settings most tasks do not have, and records from older versions lack fields
+ * added since.
+ */
+export const REPLAY_DEFAULTS: Record<EntityKind, Record<string, unknown>> = {
+  task: {
     leaseToken: null,
     leaseWorker: null,
     lastDelayMs: null,
@@ -105,7 +112,25 @@ export function normalizeReplayed(snap: StateSnapshot): StateSnapshot {
     fallbacks: null,
     compensation: null,
     qualityThreshold: null,
-  };
-  for (const [id, t] of Object.entries(snap.tasks)) snap.tasks[id] = { ...taskDefaults, ...t };
+    requires: null,
+    resources: null,
+    held: null,
+    stallAfterMs: null,
+    stalledAt: null,
+  },
+  worker: { capabilities: [], supervised: false, control: null },
+  workstream: {},
+  breaker: {},
+  degradation: {},
+  pattern: {},
+};
+
+/** Replay builds records from patches; fills the fields no patch set so they compare equal. */
+export function normalizeReplayed(snap: StateSnapshot): StateSnapshot {
+  for (const kind of ENTITY_KINDS) {
+    const defaults = REPLAY_DEFAULTS[kind];
+    const table = snap[SNAPSHOT_KEYS[kind]] as Record<string, object>;
+    for (const [id, record] of Object.entries(table)) table[id] = { ...defaults, ...record };
+  }
   return snap;
 }

@@ -9,9 +9,6 @@ import pg from "pg";
 export const PG_TEST_URL =
   process.env.MEND_TEST_PG_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 
-/** How long {@link pgAvailable} waits for the server before deciding it is not there. */
-const AVAILABLE_TIMEOUT_MS = 2_000;
-
 /** Runs `fn` on a short-lived client of the test database, closed afterwards whatever happens. */
 async function withClient<T>(
   fn: (client: pg.Client) => Promise<T>,
@@ -57,18 +54,4 @@ export async function freshSchema(): Promise<{
         await c.query(`DROP SCHEMA IF EXISTS ${c.escapeIdentifier(schema)} CASCADE`);
       }),
   };
-}
-
-let available: Promise<boolean> | undefined;
-
-/**
- * True when the test server answers a query within about two seconds; asked once per process.
- * Lets PostgreSQL tests skip, saying so, where no server runs.
- */
-export async function pgAvailable(): Promise<boolean> {
-  available ??= withClient(async (c) => (await c.query("SELECT 1")).rowCount === 1, {
-    connectionTimeoutMillis: AVAILABLE_TIMEOUT_MS,
-    query_timeout: AVAILABLE_TIMEOUT_MS,
-  }).catch(() => false);
-  return available;
 }

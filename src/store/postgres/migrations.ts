@@ -209,4 +209,35 @@ export const PG_MIGRATIONS: readonly string[] = [
   -- transaction that drew it rolls back.
   CREATE SEQUENCE lease_tokens AS bigint START WITH 1;
   `,
+
+  // v2 (SQLite v5): workers' capabilities and operator control; tasks' required capabilities,
+  // resources and stall detection; resources and who holds them.
+  `
+  ALTER TABLE workers ADD COLUMN capabilities text NOT NULL DEFAULT '[]';
+  ALTER TABLE workers ADD COLUMN supervised bigint NOT NULL DEFAULT 0;
+  ALTER TABLE workers ADD COLUMN control text;
+
+  ALTER TABLE tasks ADD COLUMN requires text;
+  ALTER TABLE tasks ADD COLUMN resources text;
+  ALTER TABLE tasks ADD COLUMN held text;
+  ALTER TABLE tasks ADD COLUMN progress_at bigint;
+  ALTER TABLE tasks ADD COLUMN stall_after_ms bigint;
+  ALTER TABLE tasks ADD COLUMN stalled_at bigint;
+
+  CREATE TABLE resources (
+    id text PRIMARY KEY,
+    status text NOT NULL,
+    max_holders bigint NOT NULL,
+    reason text,
+    created_at bigint NOT NULL,
+    updated_at bigint NOT NULL
+  );
+
+  CREATE TABLE resource_holds (
+    resource_id text NOT NULL,
+    task_id text NOT NULL,
+    PRIMARY KEY (resource_id, task_id)
+  );
+  CREATE INDEX resource_holds_task ON resource_holds(task_id);
+  `,
 ];

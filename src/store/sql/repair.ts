@@ -69,12 +69,12 @@ async function writeRow(
   const values = fields.map((f) => encodeField(columns[f]![1], full[f]));
   if (exists) {
     await tx.run(
-      `UPDATE ${table} SET ${fields.map((f) => `${columns[f]![0]} = ?`).join(", ")} WHERE id = ?`,
+      `UPDATE ${table} SET ${fields.map((f) => `"${columns[f]![0]}" = ?`).join(", ")} WHERE id = ?`,
       [...values, record.id],
     );
   } else {
     await tx.run(
-      `INSERT INTO ${table} (${fields.map((f) => columns[f]![0]).join(", ")}) VALUES (${fields.map(() => "?").join(", ")})`,
+      `INSERT INTO ${table} (${fields.map((f) => `"${columns[f]![0]}"`).join(", ")}) VALUES (${fields.map(() => "?").join(", ")})`,
       values,
     );
   }

@@ -180,4 +180,37 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX patterns_status ON patterns(status);
   `,
+
+  // v5: workers' capabilities and operator control; tasks' required capabilities, resources and
+  // stall detection; resources and who holds them.
+  `
+  ALTER TABLE workers ADD COLUMN capabilities TEXT NOT NULL DEFAULT '[]';
+  ALTER TABLE workers ADD COLUMN supervised INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE workers ADD COLUMN control TEXT;
+
+  ALTER TABLE tasks ADD COLUMN requires TEXT;
+  ALTER TABLE tasks ADD COLUMN resources TEXT;
+  ALTER TABLE tasks ADD COLUMN held TEXT;
+  ALTER TABLE tasks ADD COLUMN progress_at INTEGER;
+  ALTER TABLE tasks ADD COLUMN stall_after_ms INTEGER;
+  ALTER TABLE tasks ADD COLUMN stalled_at INTEGER;
+
+  CREATE TABLE resources (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    max_holders INTEGER NOT NULL,
+    reason TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  );
+
+  -- Who holds what: derived from running tasks' held resources, kept beside them in the same
+  -- transactions so that a claim counts holders with one indexed read.
+  CREATE TABLE resource_holds (
+    resource_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    PRIMARY KEY (resource_id, task_id)
+  ) WITHOUT ROWID;
+  CREATE INDEX resource_holds_task ON resource_holds(task_id);
+  `,
 ];

@@ -11,7 +11,7 @@ import { dependencyRows } from "../../model/ids.js";
 import type { TaskRecord } from "../../model/records.js";
 import { ENTITY_KINDS } from "../../model/states.js";
 import { type JournalLimit, scanJournal } from "../../state/journal.js";
-import { restoredLiveness } from "../replay.js";
+import { REPLAY_DEFAULTS, restoredLiveness } from "../replay.js";
 import { batchInsert, openUnsynced } from "./bulk.js";
 import { type ColumnKind, ENTITY_TABLES, encodeField } from "../sql/codec.js";
 
@@ -111,7 +111,11 @@ function writeState(db: Database.Database, state: ReplayedState, now: number, le
   for (const kind of ENTITY_KINDS) {
     const rows = entity(kind);
     for (const record of state[kind].values()) {
-      rows.add({ ...record, ...restoredLiveness(kind, record, now, now + leaseMs) });
+      rows.add({
+        ...REPLAY_DEFAULTS[kind],
+        ...record,
+        ...restoredLiveness(kind, record, now, now + leaseMs),
+      });
       if (kind !== "task") continue;
       const t = record as unknown as TaskRecord;
       for (const row of dependencyRows(t.workstreamId, t.id, t.deps)) deps.add(row);
