@@ -1,9 +1,20 @@
 export { type Clock, FakeClock, systemClock } from "./engine/clock.js";
 export { type TaskView, viewWorkstream, type WorkstreamView } from "./engine/inspect.js";
-export { Monitor, type MonitorOptions } from "./engine/Monitor.js";
+export {
+  DEFAULT_STALL_AFTER_MS,
+  Monitor,
+  type MonitorOptions,
+  type SweepResult,
+} from "./engine/Monitor.js";
 export { createPlanner, type PlannerOptions } from "./engine/planner.js";
 export { type RunOptions, type RunResult, runWorkstream } from "./engine/run.js";
 export { type SubmitOptions, submitWorkstream } from "./engine/submit.js";
+export {
+  RESTART_EXIT_CODE,
+  Supervisor,
+  type SupervisorOptions,
+  type SupervisorOutcome,
+} from "./engine/supervisor.js";
 export { HandlerProcessError } from "./engine/isolate.js";
 export { LeaseLostError, Worker, type WorkerOptions } from "./engine/Worker.js";
 export { isMendError, MendError, type MendErrorCode } from "./errors.js";
@@ -75,6 +86,7 @@ export {
   validatePolicy,
 } from "./recovery/policy.js";
 export { RETRY_PRESETS } from "./recovery/retry.js";
+export { checkWorker, type WorkerCheck, type WorkerPhase } from "./recovery/worker-check.js";
 export { DEFAULT_REVIVAL, REVIVAL_CONFIDENCE } from "./recovery/revive.js";
 export {
   type BackupInfo,
@@ -110,10 +122,15 @@ export {
 export type {
   Actor,
   DependencyRemoval,
+  HeartbeatResult,
+  LeaseView,
   Revival,
   RevivalOptions,
   RecoveryOptions,
   RepairOptions,
   RepairOutcome,
+  StallReport,
   Store,
+  WorkerShutdown,
+  WorkerShutdownOptions,
 } from "./store/store.js";

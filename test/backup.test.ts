@@ -489,6 +489,7 @@ describe("restore from a backup, in place", () => {
       await store.heartbeat("w1", "busy", [{ taskId: held.id, token: held.leaseToken }], LEASE_MS),
     ).toEqual({
       lost: [held.id],
+      control: null,
     });
     expect(await complete(store, "w1", held)).toMatchObject({ applied: false });
     const again = await claimOne(store, "w2");

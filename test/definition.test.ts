@@ -174,6 +174,18 @@ describe("validateDefinition: refusals", () => {
     ]);
   });
 
+  it("refuses a stallAfter that is not a positive duration", () => {
+    const err = refusal({ ...two({ stallAfter: "soon" }), defaults: { stallAfter: 0 } });
+    expect(problems(err)).toEqual([
+      { path: "defaults.stallAfter", message: "must be greater than 0" },
+      {
+        path: "tasks[1].stallAfter",
+        message:
+          'invalid duration "soon": use a number of milliseconds or a value like 500ms, 30s, 5m, 1h',
+      },
+    ]);
+  });
+
   it("refuses an input over the limit, saying its size and the limit", () => {
     const input = { text: "x".repeat(DEFAULT_MAX_INPUT_BYTES) };
     const err = refusal(two({ input }));
@@ -372,6 +384,8 @@ describe("validateDefinition: normalization", () => {
           fallbacks: null,
           compensation: null,
           qualityThreshold: null,
+          stallAfterMs: null,
+          requires: null,
         },
       ],
     });
@@ -400,6 +414,15 @@ describe("validateDefinition: normalization", () => {
     expect(a!.retry).toEqual({ ...DEFAULT_RETRY, maxAttempts: 7 });
     expect(b).toMatchObject({ timeoutMs: 1500, priority: -1, deps: ["a"] });
     expect(b!.retry).toEqual({ ...DEFAULT_RETRY, maxAttempts: 7, jitter: "none" });
+  });
+
+  it("takes stallAfter from the task, else the workstream's defaults, else null (the monitor's)", () => {
+    const withDefault = validateDefinition({
+      ...two({ stallAfter: "2h" }),
+      defaults: { stallAfter: "45m" },
+    });
+    expect(withDefault.tasks.map((t) => t.stallAfterMs)).toEqual([2_700_000, 7_200_000]);
+    expect(validateDefinition(two()).tasks.map((t) => t.stallAfterMs)).toEqual([null, null]);
   });
 
   it("translates the retry object's fields", () => {

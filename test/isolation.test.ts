@@ -104,6 +104,7 @@ function recordingContext(): { ctx: TaskContext; calls: unknown[][] } {
     workstreamId: "ws_1",
     log: { debug: log("debug"), info: log("info"), warn: log("warn"), error: log("error") },
     heartbeat: (details) => void calls.push(["heartbeat", details]),
+    progress: (details) => void calls.push(["progress", details]),
     setQuality: (score) => void calls.push(["quality", score]),
     degradation: NORMAL_DEGRADATION,
   };
@@ -149,12 +150,13 @@ describe("isolation: process", () => {
     await worker.stop(0);
   });
 
-  it("hands the handler's heartbeat, quality and log calls to the attempt's context", async () => {
+  it("hands the handler's heartbeat, progress, quality and log calls to the attempt's context", async () => {
     const { ctx, calls } = recordingContext();
     const output = await runIsolated(ctx, { handler: "echo", isolation, clock: new FakeClock() });
     expect(output).toMatchObject({ input: "x", attempt: 2, taskId: "t_1", idempotencyKey: "key" });
     expect(calls).toEqual([
       ["heartbeat", { step: 1 }],
+      ["progress", { step: 2 }],
       ["quality", 0.75],
       ["info", "echoing", { attempt: 2 }],
     ]);

@@ -33,8 +33,9 @@ const EXPECTED: Record<EntityKind, Record<string, string[]>> = {
     pending: ["pending", "queued", "cancelled", "skipped"],
     // queued → failed: the overall deadline passed while it waited.
     queued: ["running", "pending", "cancelled", "skipped", "failed"],
-    // running → pending: a rollback or workstream re-run revokes the lease.
-    running: ["completed", "queued", "failed", "cancelled", "pending"],
+    // running → pending: a rollback or workstream re-run revokes the lease; running → running:
+    // reported stalled, or progressing again after a stall.
+    running: ["completed", "queued", "failed", "cancelled", "pending", "running"],
     // completed → pending: a person re-runs finished work (workstream retry, resume).
     completed: ["pending"],
     // failed → failed: escalated once automatic recovery had its time.
@@ -54,11 +55,13 @@ const EXPECTED: Record<EntityKind, Record<string, string[]>> = {
   },
   worker: {
     "": ["idle", "busy"],
-    // idle → idle: a worker re-registering under the same id (a restarted process).
+    // idle → idle: a worker re-registering under the same id (a restarted process), or an
+    // operator's request stored; busy → busy: the same request; shutdown → shutdown: a forced
+    // shutdown of a worker presumed dead.
     idle: ["idle", "busy", "unresponsive", "shutdown"],
-    busy: ["idle", "unresponsive", "shutdown"],
+    busy: ["idle", "busy", "unresponsive", "shutdown"],
     unresponsive: ["idle", "busy", "shutdown"],
-    shutdown: ["idle", "busy"],
+    shutdown: ["idle", "busy", "shutdown"],
   },
   breaker: {
     // (new) → open: a person opens a breaker no task has used yet.
@@ -157,8 +160,14 @@ describe("transition table", () => {
   it("no status moves to itself, except a re-registering worker and records of edits", () => {
     const selfLoops = new Set([
       "worker idle",
+      // An operator's shutdown or restart request to a busy worker; a forced shutdown of a worker
+      // presumed dead that still holds leases.
+      "worker busy",
+      "worker shutdown",
       "task pending",
       "task failed",
+      // Reported stalled, or progressing again after a stall.
+      "task running",
       "workstream active",
       // A breaker reset or reconfigured while closed, forced open or reconfigured while open,
       // reconfigured while half-open.

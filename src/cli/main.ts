@@ -17,6 +17,7 @@ import { registerStatus } from "./commands/status.js";
 import { registerSubmit } from "./commands/submit.js";
 import { registerTaskActions } from "./commands/task-actions.js";
 import { registerWorker } from "./commands/worker.js";
+import { registerWorkers } from "./commands/workers.js";
 import { registerWorkstream } from "./commands/workstream.js";
 import { printJson } from "./output.js";
 
@@ -45,6 +46,7 @@ export function buildProgram(): Command {
     registerSubmit,
     registerRun,
     registerWorker,
+    registerWorkers,
     registerStatus,
     registerShow,
     registerDiagnose,

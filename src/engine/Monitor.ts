@@ -3,9 +3,17 @@ import type { BreakerRecord, WorkerRecord } from "../model/records.js";
 import type { DegradationConfig } from "../recovery/degrade.js";
 import { DEFAULT_PATTERN_CONFIG, type PatternConfig } from "../recovery/patterns.js";
 import { DEFAULT_REVIVAL } from "../recovery/revive.js";
+import { WORKER_SHUTDOWN_MS, WORKER_UNRESPONSIVE_MS } from "../recovery/worker-check.js";
 import { type Logger, silentLogger } from "../observe/logger.js";
 import type { BackupInfo, RetentionPolicy } from "../state/backups.js";
-import type { FailurePlanner, Revival, RevivalOptions, Store, SweptTask } from "../store/store.js";
+import type {
+  FailurePlanner,
+  Revival,
+  RevivalOptions,
+  StallReport,
+  Store,
+  SweptTask,
+} from "../store/store.js";
 import { type Clock, systemClock, type TimerHandle } from "./clock.js";
 import { createPlanner } from "./planner.js";
 import { Watch, type WatchResult } from "./watch.js";
@@ -42,6 +50,11 @@ export interface MonitorOptions {
    * this long is escalated to a person (default 10 minutes).
    */
   escalateAfterMs?: number;
+  /**
+   * A running task without progress (heartbeat details or `ctx.progress()`) for this long is
+   * reported stalled (`task_stalled`), unless it sets its own `stallAfter` (default 30 minutes).
+   */
+  stallAfterMs?: number;
   id?: string;
   clock?: Clock;
   logger?: Logger;
@@ -63,9 +76,14 @@ export interface SweepResult {
   revived: Revival[];
   /** Failed tasks escalated to a person. */
   escalated: string[];
+  /** Running tasks reported stalled, or progressing again after a stall. */
+  stalls: StallReport[];
   /** Patterns detected, patterns judged, and a degradation change. */
   watch: WatchResult;
 }
+
+/** How long a running task may go without progress before it is reported stalled: 30 minutes. */
+export const DEFAULT_STALL_AFTER_MS = 1_800_000;
 
 /** Name of the leadership lease that makes exactly one monitor act at a time. */
 export const MONITOR_LEADERSHIP = "monitor";
@@ -88,6 +106,7 @@ export class Monitor {
   private readonly onSweep: MonitorOptions["onSweep"];
   private readonly revival: RevivalOptions | null;
   private readonly escalateAfterMs: number;
+  private readonly stallAfterMs: number;
   private readonly watch: Watch;
   private timer: TimerHandle | null = null;
   private stopped = true;
@@ -102,8 +121,8 @@ export class Monitor {
     this.store = options.store;
     this.clock = options.clock ?? systemClock;
     this.sweepMs = options.sweepMs ?? 1000;
-    this.unresponsiveMs = options.unresponsiveMs ?? 30_000;
-    this.shutdownMs = options.shutdownMs ?? 180_000;
+    this.unresponsiveMs = options.unresponsiveMs ?? WORKER_UNRESPONSIVE_MS;
+    this.shutdownMs = options.shutdownMs ?? WORKER_SHUTDOWN_MS;
     this.backupIntervalMs = options.backupIntervalMs ?? 60_000;
     this.backupRetention = options.backupRetention;
     this.id = options.id ?? newId("m", this.clock.now());
@@ -112,6 +131,7 @@ export class Monitor {
     this.onSweep = options.onSweep;
     this.revival = options.revival === false ? null : { ...DEFAULT_REVIVAL, ...options.revival };
     this.escalateAfterMs = options.escalateAfterMs ?? 600_000;
+    this.stallAfterMs = options.stallAfterMs ?? DEFAULT_STALL_AFTER_MS;
     this.watch = new Watch(this.store, {
       patterns: options.patterns === false ? null : (options.patterns ?? DEFAULT_PATTERN_CONFIG),
       degradation: options.degradation ?? null,
@@ -175,9 +195,20 @@ export class Monitor {
     const expired = await this.store.expireDeadlines();
     const revived = this.revival ? await this.store.reviveTasks(this.revival) : [];
     const escalated = await this.store.escalateStale(this.escalateAfterMs);
+    const stalls = await this.store.detectStalls(this.stallAfterMs);
     const watch = await this.watch.sweep(this.clock.now());
     const backup = await this.backupIfDue();
-    const result = { requeued, workers, backup, probing, expired, revived, escalated, watch };
+    const result = {
+      requeued,
+      workers,
+      backup,
+      probing,
+      expired,
+      revived,
+      escalated,
+      stalls,
+      watch,
+    };
     for (const t of requeued) {
       this.log.warn("lease expired", {
         task: t.taskId,
@@ -188,13 +219,18 @@ export class Monitor {
     for (const r of revived) {
       this.log.info("task revived", { task: r.taskId, cause: r.cause, confidence: r.confidence });
     }
+    for (const { status, ...stall } of stalls) {
+      if (status === "stalled") this.log.warn("task stalled: no progress", stall);
+      else this.log.info("stalled task progressing again", stall);
+    }
     const changed =
       requeued.length +
         workers.length +
         probing.length +
         expired.length +
         revived.length +
-        escalated.length >
+        escalated.length +
+        stalls.length >
         0 ||
       watch.patterns.length + watch.judged.length > 0 ||
       watch.degradation !== null ||

@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
 import { MendError } from "../errors.js";
+import { checkCapabilities } from "../model/capabilities.js";
 import type { Failure } from "../model/failure.js";
 import {
   checkQuality,
@@ -12,6 +13,7 @@ import {
   withCompensations,
 } from "../model/handler.js";
 import { newId, WORKSTREAM_ID_PREFIX } from "../model/ids.js";
+import type { WorkerControl } from "../model/records.js";
 import { type Logger, silentLogger } from "../observe/logger.js";
 import { type ClassifierRule, classifyError, TaskTimeoutError } from "../recovery/classify.js";
 import type {
@@ -19,6 +21,7 @@ import type {
   DegradationView,
   ExchangeResult,
   FailurePlanner,
+  HeartbeatResult,
   Outcome,
   Store,
 } from "../store/store.js";
@@ -43,6 +46,18 @@ export interface WorkerOptions {
   batchSize?: number;
   /** Default id: `w_…`. */
   id?: string;
+  /**
+   * What this worker can do, e.g. `["gpu"]` (default none): it claims a task that requires
+   * capabilities only when it has all of them.
+   */
+  capabilities?: string[];
+  /** Registered as started under a supervisor that restarts it (`mend worker --supervise`). */
+  supervised?: boolean;
+  /**
+   * Called once when an operator's request (shut down, restart) reaches the worker at a
+   * heartbeat; by default the worker stops gracefully ({@link Worker.stop}).
+   */
+  onControl?: (control: WorkerControl) => void;
   clock?: Clock;
   logger?: Logger;
   planner?: FailurePlanner;
@@ -52,6 +67,9 @@ interface Running {
   task: ClaimedTask;
   controller: AbortController;
   timer: TimerHandle;
+  /** Progress reports of the handler so far, and how many a heartbeat has carried to the store. */
+  progress: number;
+  reported: number;
   /** Aborted by a shutdown: released rather than reported, whatever the handler does now. */
   released?: boolean;
 }
@@ -70,6 +88,12 @@ export class Worker {
   private readonly store: Store;
   private readonly handlers: HandlerMap;
   private readonly handlerList: string[];
+  /** What it can do, sorted. */
+  readonly capabilities: string[];
+  private readonly supervised: boolean;
+  private readonly onControl: ((control: WorkerControl) => void) | undefined;
+  /** The operator's request this worker heard, if any. */
+  private heard: WorkerControl | null = null;
   private readonly concurrency: number;
   private readonly heartbeatMs: number;
   private readonly leaseMs: number;
@@ -115,6 +139,9 @@ export class Worker {
       const isolation = processIsolationOf(name, resolveHandler(this.handlers, name));
       if (isolation) this.isolated.set(name, isolation);
     }
+    this.capabilities = checkCapabilities(options.capabilities ?? []);
+    this.supervised = options.supervised ?? false;
+    this.onControl = options.onControl;
     this.concurrency = positive("concurrency", options.concurrency ?? 10);
     this.heartbeatMs = positive("heartbeatMs", options.heartbeatMs ?? 1000);
     this.leaseMs = positive("leaseMs", options.leaseMs ?? 5000);
@@ -146,6 +173,11 @@ export class Worker {
   /** Tasks this worker is running now. */
   get inFlight(): number {
     return this.running.size;
+  }
+
+  /** The operator's request (shut down, restart) this worker heard at a heartbeat; else null. */
+  get requested(): WorkerControl | null {
+    return this.heard;
   }
 
   /** Registers the worker and starts claiming. */
@@ -236,6 +268,7 @@ export class Worker {
             claim: want,
             leaseMs: this.leaseMs,
             handlers: this.handlerList,
+            capabilities: this.capabilities,
             planner: this.planner,
           });
         } catch (err) {
@@ -285,26 +318,34 @@ export class Worker {
       pid: process.pid,
       concurrency: this.concurrency,
       handlers: this.handlerList,
+      capabilities: this.capabilities,
+      supervised: this.supervised,
     });
   }
 
   private async beat(): Promise<void> {
-    const leases = [...this.running.values()].map((r) => ({
+    const running = [...this.running.values()];
+    const reporting = running.map((r) => r.progress);
+    const leases = running.map((r) => ({
       taskId: r.task.id,
       token: r.task.leaseToken,
+      ...(r.progress > r.reported ? { progressed: true } : {}),
     }));
     const status = this.running.size > 0 ? "busy" : "idle";
-    let lost: string[];
+    let beat: HeartbeatResult;
     try {
-      ({ lost } = await this.store.heartbeat(this.id, status, leases, this.leaseMs));
+      beat = await this.store.heartbeat(this.id, status, leases, this.leaseMs);
     } catch (err) {
       if (!(err instanceof MendError && err.code === "not_found")) throw err;
       // The store no longer knows this worker (restored from a backup taken before it started):
       // register again rather than heartbeat into the void while the monitor reaps its leases.
       this.log.warn("worker is not registered in the store (restored?); registering again");
       await this.register();
-      ({ lost } = await this.store.heartbeat(this.id, status, leases, this.leaseMs));
+      beat = await this.store.heartbeat(this.id, status, leases, this.leaseMs);
     }
+    const { lost } = beat;
+    // In the store now; progress from here on goes with the next heartbeat.
+    running.forEach((r, i) => (r.reported = reporting[i]!));
     for (const id of lost) {
       const r = this.running.get(id);
       if (!r) continue;
@@ -315,6 +356,19 @@ export class Worker {
     }
     if (lost.length > 0) this.schedulePump();
     if (this.running.size === 0) this.onIdle?.();
+    if (beat.control) this.hear(beat.control);
+  }
+
+  /** Acts once on an operator's request: by default, a graceful stop. */
+  private hear(control: WorkerControl): void {
+    if (this.heard || this.stopping) return;
+    this.heard = control;
+    this.log.warn(`${control.action} requested by ${control.actor}`, {
+      reason: control.reason,
+      reassign: control.reassign,
+    });
+    if (this.onControl) this.onControl(control);
+    else this.stop().catch((err) => this.log.error("stop failed", { err: String(err) }));
   }
 
   private execute(task: ClaimedTask): void {
@@ -330,7 +384,7 @@ export class Worker {
       () => controller.abort(new TaskTimeoutError(task.timeoutMs)),
       task.timeoutMs,
     );
-    this.running.set(task.id, { task, controller, timer });
+    this.running.set(task.id, { task, controller, timer, progress: 0, reported: 0 });
     this.runHandler(task, controller.signal).then(
       (outcome) => this.finish(task, controller, outcome),
       (err) => this.fail(err),
@@ -343,6 +397,12 @@ export class Worker {
     const parentLog = this.log;
     let log: Logger | undefined;
     let quality: number | undefined;
+    // Counted on this attempt's entry: the worker's next heartbeat tells the store.
+    const entry = this.running.get(task.id);
+    const progress = (details: unknown) => {
+      if (entry) entry.progress++;
+      parentLog.debug("progress", { task: task.id, attempt: task.attempts, details });
+    };
     const ctx: TaskContext = {
       input: task.input,
       attempt: task.attempts,
@@ -355,7 +415,11 @@ export class Worker {
         log ??= parentLog.child({ task: task.id, attempt: task.attempts });
         return log;
       },
-      heartbeat: () => this.schedulePump(),
+      heartbeat: (details) => {
+        if (details !== undefined) progress(details);
+        this.schedulePump();
+      },
+      progress: (details) => progress(details),
       setQuality: (score) => {
         quality = checkQuality(score);
       },

@@ -15,6 +15,8 @@ export interface TaskView {
   blockedBy: string | null;
   /** A queued task waiting for its retry time. */
   runAt: number | null;
+  /** A running task reported stalled (no progress for its threshold): when; else null. */
+  stalledAt: number | null;
   lastError: { category: string; message: string } | null;
 }
 
@@ -63,6 +65,7 @@ export function viewWorkstream(ws: WorkstreamRecord, tasks: TaskRecord[]): Works
       maxAttempts: t.retry.maxAttempts,
       blockedBy: t.status === "pending" ? blockerOf(t, new Set([t.key])) : null,
       runAt: t.status === "queued" ? t.runAt : null,
+      stalledAt: t.status === "running" ? t.stalledAt : null,
       lastError: t.lastError
         ? { category: t.lastError.category, message: t.lastError.message }
         : null,

@@ -41,6 +41,7 @@ export type LogLevel = "debug" | "info" | "warn" | "error";
 export type ChildMessage =
   | { type: "ready" }
   | { type: "heartbeat"; details?: unknown }
+  | { type: "progress"; details?: unknown }
   | { type: "quality"; score: number }
   | { type: "log"; level: LogLevel; msg: string; data?: object }
   | ResultMessage;
@@ -92,7 +93,7 @@ export interface IsolatedRunOptions {
 
 /**
  * Runs one attempt of a handler in a child process. `ctx.signal` aborts it; `ctx.heartbeat`,
- * `ctx.setQuality` and `ctx.log` receive the child's calls. Settles only once the child is gone:
+ * `ctx.progress`, `ctx.setQuality` and `ctx.log` receive the child's calls. Settles only once the child is gone:
  * with the output; or rejects with the signal's reason when it aborted first, an
  * {@link IsolatedHandlerError} when the handler failed, a {@link HandlerProcessError} when the
  * process died on its own, or the spawn error.
@@ -154,6 +155,9 @@ export function runIsolated(ctx: TaskContext, options: IsolatedRunOptions): Prom
           break;
         case "heartbeat":
           ctx.heartbeat(message.details);
+          break;
+        case "progress":
+          ctx.progress(message.details);
           break;
         case "quality":
           try {

@@ -47,6 +47,14 @@ function jsonSafe<T>(value: T): T | undefined {
   }
 }
 
+/**
+ * Progress details as JSON can carry them: what it cannot is described, not dropped, as details
+ * make a heartbeat count as progress.
+ */
+function detailsOf(details: unknown): unknown {
+  return details === undefined ? undefined : (jsonSafe(details) ?? String(details));
+}
+
 function logger(level: LogLevel) {
   return (msg: string, data?: object) => {
     const safe = jsonSafe(data);
@@ -80,7 +88,8 @@ async function run(start: StartMessage): Promise<void> {
         warn: logger("warn"),
         error: logger("error"),
       },
-      heartbeat: (details) => void post({ type: "heartbeat", details: jsonSafe(details) }),
+      heartbeat: (details) => void post({ type: "heartbeat", details: detailsOf(details) }),
+      progress: (details) => void post({ type: "progress", details: detailsOf(details) }),
       setQuality: (score) => void post({ type: "quality", score: checkQuality(score) }),
       degradation: start.degradation,
     };

@@ -47,7 +47,15 @@ export async function submitWorkstream(
 
 type RawTask = Partial<
   Record<
-    "retry" | "timeout" | "deadline" | "breaker" | "fallbacks" | "qualityThreshold" | "compensate",
+    | "retry"
+    | "timeout"
+    | "deadline"
+    | "breaker"
+    | "fallbacks"
+    | "qualityThreshold"
+    | "compensate"
+    | "requires"
+    | "stallAfter",
     unknown
   >
 >;
@@ -78,6 +86,12 @@ function applyHandlerDefaults(spec: WorkstreamSpec, raw: unknown, handlers: Hand
     }
     if (recovery.qualityThreshold !== undefined && unset(written, "qualityThreshold")) {
       task.qualityThreshold = recovery.qualityThreshold;
+    }
+    if (recovery.requires !== undefined && unset(written, "requires")) {
+      task.requires = recovery.requires;
+    }
+    if (recovery.stallAfterMs !== undefined && unset(written, "stallAfter")) {
+      task.stallAfterMs = recovery.stallAfterMs;
     }
     if (written.compensate === undefined) {
       task.compensation = compensationSpecOf(task.handler, handler);

@@ -10,6 +10,7 @@ import { findCycles, formatCycle } from "./dag.js";
 import { parseDuration } from "./duration.js";
 import { FAILURE_CATEGORIES, type Failure, type FailureCategory } from "./failure.js";
 import { DEFAULT_BREAKER } from "../recovery/breaker.js";
+import { capabilityProblem, normalizeCapabilities } from "./capabilities.js";
 import type {
   BreakerConfig,
   CompensationPolicy,
@@ -178,6 +179,20 @@ const breakerSchema = z
 
 const qualitySchema = z.number().min(0).max(1);
 
+/** Capabilities a worker must have to claim the task, e.g. `[gpu, repo-write]`. */
+const requiresSchema = z.array(
+  z.string().superRefine((name, ctx) => {
+    const problem = capabilityProblem(name);
+    if (problem) ctx.addIssue({ code: "custom", message: problem, input: name });
+  }),
+  {
+    error: (iss) =>
+      iss.code === "invalid_type" && typeof iss.input === "string"
+        ? `expected a list of capabilities, got ${describe(iss.input)} (write requires: [${iss.input}])`
+        : undefined,
+  },
+);
+
 const fallbackOptionSchema = z.strictObject({
   handler: z.string().min(1),
   on: z.array(z.enum(FAILURE_CATEGORIES)).optional(),
@@ -225,6 +240,8 @@ const taskSchema = z.strictObject({
   fallbacks: fallbacksSchema.optional(),
   compensate: compensateSchema.optional(),
   qualityThreshold: qualitySchema.optional(),
+  requires: requiresSchema.optional(),
+  stallAfter: durationSchema(1).optional(),
 });
 
 const defaultsSchema = z.strictObject({
@@ -235,6 +252,8 @@ const defaultsSchema = z.strictObject({
   deadline: durationSchema(1).optional(),
   breaker: breakerNameSchema.optional(),
   qualityThreshold: qualitySchema.optional(),
+  requires: requiresSchema.optional(),
+  stallAfter: durationSchema(1).optional(),
 });
 
 /** The schema of a workstream definition file (structure only; see {@link validateDefinition}). */
@@ -267,6 +286,8 @@ const handlerRecoverySchema = z.object({
   deadline: durationSchema(1).optional(),
   fallbacks: fallbacksSchema.optional(),
   qualityThreshold: qualitySchema.optional(),
+  requires: requiresSchema.optional(),
+  stallAfter: durationSchema(1).optional(),
 });
 
 /** A handler's recovery settings, validated and normalized (absent ones are left out). */
@@ -275,11 +296,15 @@ export interface HandlerRecovery {
   deadlineMs?: number;
   fallbacks?: Omit<FallbackPlan, "tried">;
   qualityThreshold?: number;
+  /** Sorted, without repeats; null for an empty list (no requirement). */
+  requires?: string[] | null;
+  stallAfterMs?: number;
 }
 
 /**
  * Validates the recovery settings of a handler declared with `defineTask` (`breaker`,
- * `deadline`, `fallbacks`, `qualityThreshold`), in the definition file's formats.
+ * `deadline`, `fallbacks`, `qualityThreshold`, `requires`, `stallAfter`), in the definition
+ * file's formats.
  *
  * @throws MendError `invalid_argument` naming the handler and every problem.
  */
@@ -302,6 +327,8 @@ export function normalizeHandlerRecovery(name: string, def: object): HandlerReco
     out.fallbacks = plan;
   }
   if (d.qualityThreshold !== undefined) out.qualityThreshold = d.qualityThreshold;
+  if (d.requires !== undefined) out.requires = normalizeCapabilities(d.requires);
+  if (d.stallAfter !== undefined) out.stallAfterMs = d.stallAfter;
   return out;
 }
 
@@ -587,6 +614,8 @@ function normalize(def: ParsedDefinition, inputs: readonly (string | undefined)[
       fallbacks: task.fallbacks === undefined ? null : normalizeFallbacks(task.fallbacks),
       compensation: task.compensate === undefined ? null : normalizeCompensation(task.compensate),
       qualityThreshold: task.qualityThreshold ?? defaults.qualityThreshold ?? null,
+      requires: normalizeCapabilities(task.requires ?? defaults.requires ?? []),
+      stallAfterMs: task.stallAfter ?? defaults.stallAfter ?? null,
     };
   });
   const breakers: Record<string, BreakerConfig | null> = {};

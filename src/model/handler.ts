@@ -36,8 +36,18 @@ export interface TaskContext<I = unknown> {
   taskId: string;
   workstreamId: string;
   log: TaskLogger;
-  /** Reports progress; keeps a long-running task from looking stalled. */
+  /**
+   * Says the attempt is alive. With `details` (what it is doing, e.g. `{ page: 3 }`) it also
+   * reports progress, as {@link TaskContext.progress} does; without, it only proves liveness,
+   * which the worker's own heartbeats already do.
+   */
   heartbeat(details?: unknown): void;
+  /**
+   * Reports progress: keeps a long task from being reported stalled (`task_stalled`, after its
+   * `stallAfter` without progress, default 30 minutes). Cheap: the worker sends the fact with its
+   * next heartbeat. `details` is logged at debug level, not stored.
+   */
+  progress(details?: unknown): void;
   /**
    * Scores this attempt's result in [0, 1]. Below the task's `qualityThreshold` the attempt is a
    * `quality` failure (retried, or answered by a fallback); the score is stored with the result.
@@ -59,10 +69,10 @@ export interface ClassifierRule {
 }
 
 /**
- * A handler with its recovery settings. `retry`, `timeout`, `breaker`, `deadline`, `fallbacks`
- * and `qualityThreshold` apply to tasks of this handler whose definition does not set them, when
- * the handlers are known at submission (`runWorkstream`, `submitWorkstream({ handlers })`,
- * `mend run`); they take the definition file's formats.
+ * A handler with its recovery settings. `retry`, `timeout`, `breaker`, `deadline`, `fallbacks`,
+ * `qualityThreshold`, `requires` and `stallAfter` apply to tasks of this handler whose definition
+ * does not set them, when the handlers are known at submission (`runWorkstream`,
+ * `submitWorkstream({ handlers })`, `mend run`); they take the definition file's formats.
  */
 export interface TaskDefinition<I = unknown, O = unknown> {
   run: HandlerFn<I, O>;
@@ -80,6 +90,17 @@ export interface TaskDefinition<I = unknown, O = unknown> {
   fallbacks?: FallbackDefinition;
   /** Lowest acceptable result quality in [0, 1], checked against `ctx.setQuality`. */
   qualityThreshold?: number;
+  /**
+   * Capabilities a worker must have to claim tasks of this handler, e.g. `["gpu"]` (see
+   * `mend worker --capabilities`).
+   */
+  requires?: string[];
+  /**
+   * Report a task stalled (`task_stalled`) when it runs this long without progress
+   * (`ctx.progress()` or `ctx.heartbeat(details)`): a duration such as `"2h"`, or milliseconds.
+   * Default: the monitor's (`mend worker --stall-after`, 30 minutes).
+   */
+  stallAfter?: string | number;
   /**
    * Undoes a completed task's effects when its workstream is compensated. Workers register it as
    * the handler `<name>:compensate`; tasks of this handler whose definition sets no `compensate`

@@ -104,6 +104,13 @@ export interface TaskSpec {
   fallbacks: Omit<FallbackPlan, "tried"> | null;
   compensation: CompensationSpec | null;
   qualityThreshold: number | null;
+  /** Capabilities a worker must all have to claim the task (sorted, no repeats); null for none. */
+  requires: string[] | null;
+  /**
+   * Running this long without progress (heartbeat details or `ctx.progress()`) is reported as
+   * `task_stalled`, in ms; null for the monitor's default (30 minutes).
+   */
+  stallAfterMs: number | null;
 }
 
 /** What the rest of a workstream does after a critical task fails for good. */

@@ -85,13 +85,15 @@ export type EntityKind = (typeof ENTITY_KINDS)[number];
  * - task `failed → queued` without a person: the monitor revives a task whose cause cleared.
  * - task `queued → failed`: its overall deadline passed while it waited to run again.
  * - task `failed → failed`: escalated, automatic recovery having had its time.
+ * - task `running → running`: the monitor reports it stalled (no progress for its threshold), or
+ *   progressing again after a stall.
  */
 export const TRANSITIONS = {
   task: {
     "": ["pending", "queued"],
     pending: ["pending", "queued", "cancelled", "skipped"],
     queued: ["running", "pending", "cancelled", "skipped", "failed"],
-    running: ["completed", "queued", "failed", "cancelled", "pending"],
+    running: ["completed", "queued", "failed", "cancelled", "pending", "running"],
     completed: ["pending"],
     failed: ["queued", "pending", "skipped", "failed"],
     cancelled: ["queued", "pending", "skipped"],
@@ -108,11 +110,14 @@ export const TRANSITIONS = {
   },
   worker: {
     "": ["idle", "busy"],
-    // idle → idle: a worker re-registering under the same id (a restarted process).
+    // idle → idle: a worker re-registering under the same id (a restarted process). idle → idle
+    // and busy → busy: an operator's shutdown or restart request, stored for the worker's next
+    // heartbeat. shutdown → shutdown: a person forces the shutdown of a worker presumed dead that
+    // still holds leases.
     idle: ["idle", "busy", "unresponsive", "shutdown"],
-    busy: ["idle", "unresponsive", "shutdown"],
+    busy: ["idle", "busy", "unresponsive", "shutdown"],
     unresponsive: ["idle", "busy", "shutdown"],
-    shutdown: ["idle", "busy"],
+    shutdown: ["idle", "busy", "shutdown"],
   },
   // closed → closed: a reset or new settings; open → open: a person forces it open, or new
   // settings; half_open → half_open: new settings while probes run.

@@ -37,6 +37,8 @@ export const EVENTS = {
   task_revived: "info",
   task_escalated: "error",
   task_fallback: "warning",
+  task_stalled: "warning",
+  task_progressing: "info",
   compensation_scheduled: "warning",
   breaker_created: "info",
   breaker_opened: "error",
@@ -55,6 +57,9 @@ export const EVENTS = {
   worker_unresponsive: "warning",
   worker_shutdown: "info",
   worker_presumed_dead: "error",
+  worker_shutdown_requested: "warning",
+  worker_restart_requested: "warning",
+  worker_shutdown_forced: "warning",
 } as const satisfies Record<string, Severity>;
 
 export type EventName = keyof typeof EVENTS;

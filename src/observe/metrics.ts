@@ -120,6 +120,8 @@ export interface RecoveryMetrics {
   failures: { total: number; byCategory: Record<string, number>; perMinute: number };
   /** task_revived events, distinct tasks revived, and of those tasks how many then recovered. */
   revivals: { count: number; tasks: number; completed: number };
+  /** task_stalled events (a running task without progress for its threshold), distinct tasks. */
+  stalls: { count: number; tasks: number };
   /** Pattern events; `falsePositiveRate = falsePositives / (confirmed + falsePositives)`. */
   patterns: {
     detected: number;
@@ -262,6 +264,8 @@ function replayTasks(log: readonly TransitionRecord[], w: Window, scopes: Scopes
   const samples: number[] = [];
   let started = 0;
   let revivals = 0;
+  let stalls = 0;
+  const stalled = new Set<string>();
   let autoRecovered = 0;
   let unrecovered = 0;
   let inProgress = 0;
@@ -282,6 +286,10 @@ function replayTasks(log: readonly TransitionRecord[], w: Window, scopes: Scopes
     if (t.event === "task_revived" && here) {
       revivals++;
       revived.add(id);
+    }
+    if (t.event === "task_stalled" && here) {
+      stalls++;
+      stalled.add(id);
     }
     let ep = open.get(id);
     if (FAILED_ATTEMPT_EVENTS.has(t.event)) {
@@ -356,6 +364,7 @@ function replayTasks(log: readonly TransitionRecord[], w: Window, scopes: Scopes
     },
     categories,
     revivals: { count: revivals, tasks: revived.size, completed: revivedRecovered.size },
+    stalls: { count: stalls, tasks: stalled.size },
   };
 }
 
@@ -500,6 +509,7 @@ export function computeMetrics(input: MetricsInput): RecoveryMetrics {
       perMinute: failuresPerMinute(tasks.categories.length, windowMs),
     },
     revivals: tasks.revivals,
+    stalls: tasks.stalls,
     patterns: {
       detected: patterns.pattern_detected ?? 0,
       confirmed,
@@ -582,6 +592,7 @@ export async function prometheusText(m: RecoveryMetrics): Promise<string> {
   gauge("mend_revivals", "Automatic revivals in the window.", m.revivals.count);
   gauge("mend_revived_tasks", "Distinct tasks revived.", m.revivals.tasks);
   gauge("mend_revived_tasks_recovered", "Revived tasks that then recovered.", m.revivals.completed);
+  gauge("mend_stalls", "Running tasks reported stalled in the window.", m.stalls.count);
   labelled("mend_patterns", "Pattern events in the window.", "outcome", {
     detected: m.patterns.detected,
     confirmed: m.patterns.confirmed,

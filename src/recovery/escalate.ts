@@ -177,6 +177,8 @@ function queued(task: DiagnosableTask, context: DiagnoseContext): Diagnosis {
 }
 
 function running(task: DiagnosableTask, context: DiagnoseContext): Diagnosis {
+  const stalledAt = task.stalledAt ?? null;
+  if (stalledAt !== null) return stalled(task, stalledAt, context);
   const lease =
     task.leaseExpiresAt === null
       ? ""
@@ -187,6 +189,30 @@ function running(task: DiagnosableTask, context: DiagnoseContext): Diagnosis {
     `${task.key} is running attempt ${task.attempts} of ${maxAttempts(task)}.`,
     `finishes on worker ${task.leaseWorker ?? "?"}${lease}; if that worker is lost, the task is queued again when the lease expires`,
   );
+}
+
+/**
+ * A running task the monitor reported stalled: it may still finish, but nothing says it is
+ * getting anywhere, and only its timeout ends it by itself.
+ */
+function stalled(task: DiagnosableTask, stalledAt: number, context: DiagnoseContext): Diagnosis {
+  const ago = formatDuration(Math.max(0, context.now - stalledAt));
+  return {
+    level: 3,
+    cause: "unknown",
+    summary: `${task.key} is running attempt ${task.attempts} of ${maxAttempts(task)} on worker ${task.leaseWorker ?? "?"}, but stalled: it reported no progress for its stall threshold (reported ${ago} ago). Only its ${formatDuration(task.timeoutMs)} timeout ends the attempt by itself.`,
+    next: show(
+      task,
+      "task_stalled says how long it had been silent; then the worker's log says what the handler was doing (a call without a timeout, a lock, a loop). A long step should call ctx.progress()",
+    ),
+    alternatives: [
+      {
+        command: `mend cancel ${task.id} --reason stalled`,
+        why: "if it is hung: its worker is told at its next heartbeat and aborts it; mend retry runs it again",
+      },
+    ],
+    automatic: null,
+  };
 }
 
 // ---- dependencies

@@ -7,6 +7,7 @@ import type {
   Severity,
   TaskRecord,
   TransitionRecord,
+  WorkerControl,
   WorkerRecord,
   WorkstreamRecord,
 } from "../model/records.js";
@@ -54,6 +55,11 @@ export interface ExchangeRequest {
   leaseMs: number;
   /** Only tasks with these handler names are claimed. */
   handlers: readonly string[];
+  /**
+   * What the worker can do: a task that requires capabilities is claimed only when all of them
+   * are here (default none: only tasks that require nothing).
+   */
+  capabilities?: readonly string[];
   planner: FailurePlanner;
 }
 
@@ -104,6 +110,11 @@ export interface RevivalOptions {
 export interface HeldLease {
   taskId: string;
   token: number;
+  /**
+   * The handler reported progress since the worker's last heartbeat (`ctx.progress()`, or
+   * `ctx.heartbeat(details)`): the store stamps the task's `progressAt` with its own clock.
+   */
+  progressed?: boolean;
 }
 
 /** A worker as it registers itself. */
@@ -113,6 +124,49 @@ export interface WorkerInfo {
   pid: number;
   concurrency: number;
   handlers: string[];
+  /** What it can do (default none); see {@link ExchangeRequest.capabilities}. */
+  capabilities?: string[];
+  /** Started by `mend worker --supervise`, which restarts it when it exits (default false). */
+  supervised?: boolean;
+}
+
+/** What a heartbeat tells the worker. */
+export interface HeartbeatResult {
+  /** Tasks whose lease it no longer holds: it must stop them, as their outcomes will be refused. */
+  lost: string[];
+  /** An operator's pending request (shut down, restart), or null. */
+  control: WorkerControl | null;
+}
+
+/** A running task's lease, as an operator sees it. */
+export interface LeaseView {
+  taskId: string;
+  workstreamId: string;
+  key: string;
+  handler: string;
+  workerId: string;
+  token: number;
+  /** When it expires unless its worker heartbeats (epoch ms). */
+  expiresAt: number;
+  attempt: number;
+}
+
+/** Options of {@link Store.requestWorkerShutdown}. */
+export interface WorkerShutdownOptions {
+  /** Release the worker's running tasks at once, for other workers, instead of letting it finish them. */
+  reassign: boolean;
+}
+
+/** What a shutdown request did. */
+export interface WorkerShutdown {
+  worker: WorkerRecord;
+  /**
+   * The worker was already unresponsive or shut down: it was marked `shutdown` at once (its
+   * tasks released) rather than asked to stop at its next heartbeat.
+   */
+  immediate: boolean;
+  /** Ids of the running tasks released and queued again (their leases revoked). */
+  released: string[];
 }
 
 /** A task whose lease expired and what the monitor did about it. */
@@ -121,6 +175,31 @@ export interface SweptTask {
   workerId: string | null;
   decision: FailureDecision;
 }
+
+/**
+ * A running task the monitor reported stalled (`task_stalled`: no progress for its threshold), or
+ * whose progress ended a reported stall (`task_progressing`).
+ */
+export type StallReport = {
+  taskId: string;
+  workstreamId: string;
+  /** The worker running it. */
+  workerId: string | null;
+  attempt: number;
+  /** The threshold that applies: the task's `stallAfter`, or the monitor's default. */
+  stallAfterMs: number;
+} & (
+  | {
+      status: "stalled";
+      /** How long it had reported no progress. */
+      silentForMs: number;
+    }
+  | {
+      status: "progressing";
+      /** From the stall's report to the progress. */
+      stalledForMs: number;
+    }
+);
 
 /**
  * One attempt's end (or start) as read from the log for pattern detection and degradation: just
@@ -251,13 +330,16 @@ export interface Store {
   /** Settles a worker's outcomes and claims ready tasks, as one transaction (group commit). */
   exchange(req: ExchangeRequest): Promise<ExchangeResult>;
 
-  /** Renews the leases a worker still holds; returns the ids of those it no longer holds. */
+  /**
+   * Renews the leases a worker still holds; returns the ids of those it no longer holds, and an
+   * operator's pending request to the worker.
+   */
   heartbeat(
     workerId: string,
     status: WorkerStatus,
     leases: HeldLease[],
     leaseMs: number,
-  ): Promise<{ lost: string[] }>;
+  ): Promise<HeartbeatResult>;
 
   registerWorker(info: WorkerInfo): Promise<void>;
   /** Marks a worker shut down after it released its tasks. */
@@ -267,6 +349,13 @@ export interface Store {
   sweepExpiredLeases(planner: FailurePlanner): Promise<SweptTask[]>;
   /** Fails queued tasks whose overall deadline has passed; returns their ids. */
   expireDeadlines(): Promise<string[]>;
+  /**
+   * Reports running tasks without progress for their `stallAfterMs` (or `defaultStallAfterMs`)
+   * as stalled, once per silence (`task_stalled`, setting `stalledAt`), and stalled ones that
+   * progressed since as progressing again (`task_progressing`, clearing it). Silence counts from
+   * the attempt's last progress, or its start. Writes nothing when neither is due.
+   */
+  detectStalls(defaultStallAfterMs: number): Promise<StallReport[]>;
   /** Moves silent workers to `unresponsive`, then `shutdown`. */
   markSilentWorkers(unresponsiveMs: number, shutdownMs: number): Promise<WorkerRecord[]>;
   /** Takes or renews a named leadership lease; true while `holder` leads. */
@@ -434,6 +523,34 @@ export interface Store {
   listPatterns(status?: PatternRecord["status"]): Promise<PatternRecord[]>;
   /** Settles an active pattern as confirmed or a false positive. */
   judgePattern(id: string, verdict: "confirmed" | "false_positive", reason: string): Promise<void>;
+
+  // -------------------------------------------------------------- workers (operator surface)
+
+  /** One worker as registered, or null. */
+  getWorker(id: string): Promise<WorkerRecord | null>;
+  /** The leases of running tasks, soonest expiry first: all of them, or one worker's. */
+  listLeases(workerId?: string): Promise<LeaseView[]>;
+  /**
+   * A person asks a worker to shut down. A live worker (idle or busy) gets the request at its
+   * next heartbeat and stops gracefully; with `reassign` its running tasks are released at once,
+   * in this transaction (queued again without using an attempt, their leases revoked so its
+   * outcomes are refused). A worker already unresponsive or shut down, or silent for the
+   * unresponsive threshold (30 s) though no monitor marked it yet, is marked `shutdown` at once
+   * and its running tasks are released. Logged as an intervention; refused when the worker
+   * is shut down and holds nothing.
+   */
+  requestWorkerShutdown(
+    workerId: string,
+    options: WorkerShutdownOptions,
+    who: Actor,
+  ): Promise<WorkerShutdown>;
+  /**
+   * A person asks a supervised worker (`mend worker --supervise`) to restart: it stops gracefully
+   * at its next heartbeat and exits so that its supervisor starts it again. Logged as an
+   * intervention; refused for a worker without a supervisor, or one not heartbeating (as for
+   * {@link Store.requestWorkerShutdown}).
+   */
+  requestWorkerRestart(workerId: string, who: Actor): Promise<WorkerRecord>;
 
   /** Calls `fn` soon after another process may have queued work; returns an unsubscribe. */
   onWake(fn: () => void): () => void;

@@ -7,9 +7,10 @@ import { describe, expect, it, onTestFinished } from "vitest";
 import { FakeClock } from "../../src/engine/clock.js";
 import { MendError } from "../../src/errors.js";
 import { validateDefinition } from "../../src/model/definition.js";
-import type { Store } from "../../src/store/store.js";
+import type { ClaimedTask, Store } from "../../src/store/store.js";
 import { DEFAULT_REVIVAL } from "../../src/recovery/revive.js";
 import { spec, statusesByKey } from "../helpers/specs.js";
+import { describeWorkerConformance } from "./workers-suite.js";
 import {
   byKey,
   claimAs,
@@ -65,6 +66,8 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
   }
 
   describe(`store conformance: ${name}`, () => {
+    describeWorkerConformance(setup);
+
     describe("submit", () => {
       it("writes the workstream and its tasks: no deps → queued, deps → pending", async () => {
         const { store, clock } = await setup();
@@ -848,6 +851,193 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
         await store.controlBreaker(BREAKER, "close", operator);
         await report(store, "w", [completed(await claimKey(store, "patient", "w"))]);
         expect(await wsStatus(store, workstreamId)).toBe("failed");
+        await expectConsistent(store, clock);
+      });
+    });
+
+    describe("stalls", () => {
+      const STALL_MS = 30 * 60_000;
+      /** Long enough that no lease expires while a test moves the clock by hours. */
+      const LONG_LEASE_MS = 24 * 3_600_000;
+
+      async function startAll(store: Store, n = 1) {
+        await store.registerWorker({
+          id: "w1",
+          host: "h",
+          pid: 1,
+          concurrency: 10,
+          handlers: ["work"],
+        });
+        return claimAs(store, "w1", ["work"], n, LONG_LEASE_MS);
+      }
+
+      function beat(store: Store, t: ClaimedTask, progressed?: boolean) {
+        const lease = { taskId: t.id, token: t.leaseToken, ...(progressed ? { progressed } : {}) };
+        return store.heartbeat("w1", "busy", [lease], LONG_LEASE_MS);
+      }
+
+      it("a running task without progress past the threshold is reported once, as task_stalled", async () => {
+        const { store, clock } = await setup();
+        await store.submit(spec([{ id: "a" }]));
+        const [a] = await startAll(store);
+        // Bare heartbeats prove liveness, not progress.
+        clock.advance(STALL_MS / 2);
+        expect((await beat(store, a!)).lost).toEqual([]);
+        clock.advance(STALL_MS / 2 - 1);
+        await beat(store, a!);
+        expect(await store.detectStalls(STALL_MS)).toEqual([]);
+        clock.advance(1);
+        expect(await store.detectStalls(STALL_MS)).toEqual([
+          {
+            taskId: a!.id,
+            workstreamId: a!.workstreamId,
+            workerId: "w1",
+            attempt: 1,
+            stallAfterMs: STALL_MS,
+            status: "stalled",
+            silentForMs: STALL_MS,
+          },
+        ]);
+        expect(await store.getTask(a!.id)).toMatchObject({
+          status: "running",
+          stalledAt: clock.now(),
+          leaseWorker: "w1",
+        });
+        const [record] = await store.listTransitions({ entityId: a!.id, newestFirst: true });
+        expect(record).toMatchObject({
+          event: "task_stalled",
+          severity: "warning",
+          from: "running",
+          to: "running",
+          actor: "monitor",
+          data: { stalledAt: clock.now() },
+          detail: { attempt: 1, worker: "w1", silentForMs: STALL_MS, stallAfterMs: STALL_MS },
+        });
+        // Once: still silent, but already reported.
+        clock.advance(STALL_MS * 3);
+        expect(await store.detectStalls(STALL_MS)).toEqual([]);
+        expect(await eventsOf(store, a!.id)).toEqual([
+          "task_created",
+          "task_started",
+          "task_stalled",
+        ]);
+        await expectConsistent(store, clock);
+      });
+
+      it("progress resets the silence; progress after a stall is recorded as task_progressing", async () => {
+        const { store, clock } = await setup();
+        await store.submit(spec([{ id: "a" }]));
+        const [a] = await startAll(store);
+        clock.advance(20 * 60_000);
+        await beat(store, a!, true);
+        clock.advance(20 * 60_000);
+        expect(await store.detectStalls(STALL_MS)).toEqual([]);
+        clock.advance(10 * 60_000);
+        const [stall] = await store.detectStalls(STALL_MS);
+        expect(stall).toMatchObject({ status: "stalled", silentForMs: STALL_MS });
+        const stalledAt = clock.now();
+
+        clock.advance(60_000);
+        await beat(store, a!, true);
+        expect((await store.getTask(a!.id))!.stalledAt).toBe(stalledAt);
+        expect(await store.detectStalls(STALL_MS)).toEqual([
+          {
+            taskId: a!.id,
+            workstreamId: a!.workstreamId,
+            workerId: "w1",
+            attempt: 1,
+            stallAfterMs: STALL_MS,
+            status: "progressing",
+            stalledForMs: 60_000,
+          },
+        ]);
+        expect((await store.getTask(a!.id))!.stalledAt).toBeNull();
+        const [record] = await store.listTransitions({ entityId: a!.id, newestFirst: true });
+        expect(record).toMatchObject({
+          event: "task_progressing",
+          severity: "info",
+          from: "running",
+          to: "running",
+          data: { stalledAt: null },
+        });
+        expect(await store.detectStalls(STALL_MS)).toEqual([]);
+
+        // A new silence is a new stall.
+        clock.advance(STALL_MS);
+        expect(await store.detectStalls(STALL_MS)).toMatchObject([{ status: "stalled" }]);
+        expect(await eventsOf(store, a!.id)).toEqual([
+          "task_created",
+          "task_started",
+          "task_stalled",
+          "task_progressing",
+          "task_stalled",
+        ]);
+        await expectConsistent(store, clock);
+      });
+
+      it("a task's own stallAfter beats the default", async () => {
+        const { store, clock } = await setup();
+        const { workstreamId } = await store.submit(
+          validateDefinition({
+            name: "thresholds",
+            tasks: [
+              { id: "quick", handler: "work", stallAfter: "1m" },
+              { id: "patient", handler: "work", stallAfter: "2h" },
+              { id: "plain", handler: "work" },
+            ],
+          }),
+        );
+        const tasks = await byKey(store, workstreamId);
+        expect(tasks.quick!.stallAfterMs).toBe(60_000);
+        expect(tasks.patient!.stallAfterMs).toBe(7_200_000);
+        expect(tasks.plain!.stallAfterMs).toBeNull();
+        await startAll(store, 3);
+        const defaultMs = 10 * 60_000;
+        const stalled = async () =>
+          (await store.detectStalls(defaultMs)).map(
+            (s) => `${s.taskId.split("/")[1]}:${s.stallAfterMs}`,
+          );
+        clock.advance(60_000);
+        expect(await stalled()).toEqual(["quick:60000"]);
+        clock.advance(8 * 60_000);
+        expect(await stalled()).toEqual([]);
+        clock.advance(60_000);
+        expect(await stalled()).toEqual(["plain:600000"]);
+        clock.advance(110 * 60_000 - 1);
+        expect(await stalled()).toEqual([]);
+        clock.advance(1);
+        expect(await stalled()).toEqual(["patient:7200000"]);
+        await expectConsistent(store, clock);
+      });
+
+      it("an attempt's end clears its stall, and a new attempt can stall again", async () => {
+        const { store, clock } = await setup();
+        await store.submit(spec([{ id: "a", maxAttempts: 3 }]));
+        const [first] = await startAll(store);
+        clock.advance(STALL_MS);
+        expect(await store.detectStalls(STALL_MS)).toMatchObject([{ attempt: 1 }]);
+        await report(store, "w1", [failed(first!, "network")]);
+        expect(await store.getTask(first!.id)).toMatchObject({
+          status: "queued",
+          stalledAt: null,
+          progressAt: null,
+        });
+        clock.advance(1_000);
+        const [second] = await claimAs(store, "w1", ["work"], 1, LONG_LEASE_MS);
+        expect(second!.attempts).toBe(2);
+        // Silence counts from the new attempt's start.
+        clock.advance(STALL_MS - 1);
+        expect(await store.detectStalls(STALL_MS)).toEqual([]);
+        clock.advance(1);
+        expect(await store.detectStalls(STALL_MS)).toMatchObject([
+          { status: "stalled", attempt: 2, silentForMs: STALL_MS },
+        ]);
+        await report(store, "w1", [completed(second!)]);
+        expect(await store.getTask(first!.id)).toMatchObject({
+          status: "completed",
+          stalledAt: null,
+        });
+        expect(await store.detectStalls(STALL_MS)).toEqual([]);
         await expectConsistent(store, clock);
       });
     });

@@ -133,6 +133,7 @@ function printReport(m: RecoveryMetrics, overall: boolean, program: Command): vo
   print(
     `  revivals               ${m.revivals.count} of ${plural(m.revivals.tasks, "task")}, ${m.revivals.completed} of them recovered`,
   );
+  print(`  stalls                 ${m.stalls.count} of ${plural(m.stalls.tasks, "task")}`);
   const byCommand: Record<string, number> = {};
   for (const [line, n] of Object.entries(m.interventions.byCommand)) {
     const path = commandPath(line, program);

@@ -29,6 +29,29 @@ interface NeedsAPerson {
   next: string;
 }
 
+/** A running task reported stalled: no progress for its threshold (`task_stalled`). */
+interface StalledTask {
+  task: string;
+  key: string;
+  worker: string | null;
+  attempt: number;
+  /** When it was reported stalled (epoch ms). */
+  stalledAt: number;
+}
+
+/** The workstream's running tasks reported stalled and not progressing since. */
+function stalledTasks(tasks: readonly TaskRecord[]): StalledTask[] {
+  return tasks
+    .filter((t) => t.status === "running" && t.stalledAt !== null)
+    .map((t) => ({
+      task: t.id,
+      key: t.key,
+      worker: t.leaseWorker,
+      attempt: t.attempts,
+      stalledAt: t.stalledAt!,
+    }));
+}
+
 /** What `mend status` shows besides the workstreams: breakers not closed, the degradation. */
 interface SystemState {
   breakers: BreakerRecord[];
@@ -74,8 +97,15 @@ function needingAPerson(
     }));
 }
 
-/** The sections after the workstreams: who needs a person, breakers not closed, degradation. */
-function printAttention(needs: readonly NeedsAPerson[], system: SystemState): void {
+/**
+ * The sections after the workstreams: who needs a person, stalled tasks, breakers not closed,
+ * degradation.
+ */
+function printAttention(
+  needs: readonly NeedsAPerson[],
+  stalled: readonly StalledTask[],
+  system: SystemState,
+): void {
   if (needs.length > 0) {
     print("");
     print("needs a person (mend diagnose TASK says why):");
@@ -83,6 +113,16 @@ function printAttention(needs: readonly NeedsAPerson[], system: SystemState): vo
       table(
         ["LEVEL", "TASK", "NEXT"],
         needs.map((n) => [`${n.level} (${ESCALATION_LABELS[n.level]})`, n.task, n.next]),
+      ),
+    );
+  }
+  if (stalled.length > 0) {
+    print("");
+    print("stalled: running without progress (mend diagnose TASK):");
+    print(
+      table(
+        ["TASK", "WORKER", "ATTEMPT", "STALLED SINCE"],
+        stalled.map((s) => [s.task, s.worker ?? "?", s.attempt, time(s.stalledAt)]),
       ),
     );
   }
@@ -110,7 +150,7 @@ export function registerStatus(program: Command): void {
   program
     .command("status")
     .description(
-      "list workstreams, or show one workstream's tasks; then what needs a person, open breakers and degradation",
+      "list workstreams, or show one workstream's tasks; then what needs a person, stalled tasks, open breakers and degradation",
     )
     .argument("[workstream]", "workstream id, id prefix or name (newest of that name)")
     .action(async (ref: string | undefined, _opts: unknown, cmd: Command) => {
@@ -123,23 +163,25 @@ export function registerStatus(program: Command): void {
           const rows = await Promise.all(
             all.map(async (ws) => {
               const counts = { ...countByStatus([]), ...perWorkstream.get(ws.id) };
-              // Only workstreams with failed tasks can have one that needs a person.
-              const needs =
-                counts.failed > 0 ? needingAPerson(ws, await store.listTasks(ws.id), system) : [];
-              return { ws, counts, needs };
+              // Only workstreams with failed tasks can have one that needs a person, and only
+              // those with running ones a stalled task.
+              const tasks = counts.failed + counts.running > 0 ? await store.listTasks(ws.id) : [];
+              const needs = counts.failed > 0 ? needingAPerson(ws, tasks, system) : [];
+              return { ws, counts, needs, stalled: stalledTasks(tasks) };
             }),
           );
           if (json) {
             // Stays a list of workstreams (scripts read it so); breakers and the degradation
             // level are in `mend breakers --json` and `mend status WORKSTREAM --json`.
             printJson(
-              rows.map(({ ws, counts, needs }) => ({
+              rows.map(({ ws, counts, needs, stalled }) => ({
                 id: ws.id,
                 name: ws.name,
                 status: ws.status,
                 createdAt: ws.createdAt,
                 tasks: counts,
                 needsAPerson: needs,
+                stalled,
               })),
             );
             return;
@@ -163,6 +205,7 @@ export function registerStatus(program: Command): void {
           }
           printAttention(
             rows.flatMap((r) => r.needs),
+            rows.flatMap((r) => r.stalled),
             system,
           );
           return;
@@ -171,11 +214,13 @@ export function registerStatus(program: Command): void {
         const tasks = await store.listTasks(ws.id);
         const view = viewWorkstream(ws, tasks);
         const needs = needingAPerson(ws, tasks, system);
+        const stalled = stalledTasks(tasks);
         if (json) {
           const { level, name, status, quality } = system.degradation;
           return printJson({
             ...view,
             needsAPerson: needs,
+            stalled,
             openBreakers: system.breakers.map((b) => ({
               name: b.id,
               status: b.status,
@@ -186,7 +231,7 @@ export function registerStatus(program: Command): void {
           });
         }
         printWorkstream(view);
-        printAttention(needs, system);
+        printAttention(needs, stalled, system);
       });
     });
 }
@@ -204,11 +249,13 @@ export function printWorkstream(view: WorkstreamView): void {
         `${t.attempts}/${t.maxAttempts}`,
         t.blockedBy
           ? `blocked by ${t.blockedBy}`
-          : t.lastError && t.status !== "completed"
-            ? `${t.lastError.category}: ${t.lastError.message}`
-            : t.runAt && t.attempts > 0
-              ? `retry at ${time(t.runAt)}`
-              : "",
+          : t.stalledAt !== null
+            ? `stalled: no progress (reported ${time(t.stalledAt)})`
+            : t.lastError && t.status !== "completed"
+              ? `${t.lastError.category}: ${t.lastError.message}`
+              : t.runAt && t.attempts > 0
+                ? `retry at ${time(t.runAt)}`
+                : "",
       ]),
     ),
   );

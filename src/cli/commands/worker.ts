@@ -1,6 +1,9 @@
 import type { Command } from "commander";
 import { Monitor } from "../../engine/Monitor.js";
+import { RESTART_EXIT_CODE, SUPERVISED_ENV } from "../../engine/supervisor.js";
 import { Worker } from "../../engine/Worker.js";
+import { MendError } from "../../errors.js";
+import { parseCapabilityList } from "../../model/capabilities.js";
 import { parseDuration } from "../../model/duration.js";
 import { loadDefinitionFile, loadHandlersModule } from "../../model/load.js";
 import { parseDegradationConfig } from "../../recovery/degrade.js";
@@ -9,9 +12,16 @@ import { createLogger } from "../../observe/logger.js";
 import { openStore, resolveStoreUrl } from "../../store/open.js";
 import { globals } from "../context.js";
 import { parseIntOption } from "./options.js";
+import { superviseWorker, SUPERVISE_HELP } from "./supervise.js";
+import { addWorkerOperations } from "./workers.js";
 
 interface WorkerCliOptions {
-  handlers: string;
+  /** Required to run a worker; not to `mend worker check|shutdown|restart`. */
+  handlers?: string;
+  capabilities?: string;
+  supervise?: boolean;
+  maxRestarts: number;
+  restartWindow: string;
   concurrency: number;
   heartbeat: string;
   lease: string;
@@ -23,18 +33,16 @@ interface WorkerCliOptions {
   patterns: string | boolean;
   degradation?: string;
   escalateAfter: string;
+  stallAfter: string;
   id?: string;
 }
 
 /** `mend worker --handlers MODULE`: a long-running worker (and, by default, a monitor). */
 export function registerWorker(program: Command): void {
-  program
+  const command = program
     .command("worker")
     .description("run a long-lived worker that claims and runs tasks from the store")
-    .requiredOption(
-      "--handlers <module>",
-      "module whose default export maps handler names to functions",
-    )
+    .option("--handlers <module>", "module whose default export maps handler names to functions")
     .option("--concurrency <n>", "tasks run at once", parseIntOption, 10)
     .option("--heartbeat <duration>", "heartbeat interval", "1s")
     .option("--lease <duration>", "lease length past the last heartbeat", "5s")
@@ -61,12 +69,45 @@ export function registerWorker(program: Command): void {
       "escalate a failed task to a person when no revival came within this time",
       "10m",
     )
+    .option(
+      "--stall-after <duration>",
+      "report a running task stalled after this long without progress, unless it sets stallAfter",
+      "30m",
+    )
     .option("--id <id>", "worker id (default: generated)")
+    .option(
+      "--capabilities <list>",
+      "what this worker can do, comma-separated (e.g. gpu,repo-write): it claims a task that requires capabilities only when it has them all",
+    )
+    .option(
+      "--supervise",
+      "run the worker under a supervisor that starts it again when it dies or is asked to restart",
+    )
+    .option(
+      "--max-restarts <n>",
+      "with --supervise: crash restarts allowed within --restart-window before giving up",
+      parseIntOption,
+      5,
+    )
+    .option("--restart-window <duration>", "with --supervise: the crash-loop window", "60s")
     .addHelpText(
       "after",
-      "\nOn SIGTERM or SIGINT the worker stops claiming, lets running tasks finish within the grace\nperiod, and releases the rest for other workers. A second signal exits at once.\n\nThe monitor (one elected among the workers on a store) reaps expired leases, probes circuit\nbreakers, revives failed tasks whose cause has cleared, detects failure patterns, steps the\ndegradation level, escalates what automatic recovery could not fix, and takes backups.",
+      "\nOn SIGTERM or SIGINT the worker stops claiming, lets running tasks finish within the grace\nperiod, and releases the rest for other workers. A second signal exits at once.\n\nThe monitor (one elected among the workers on a store) reaps expired leases, probes circuit\nbreakers, revives failed tasks whose cause has cleared, detects failure patterns, steps the\ndegradation level, escalates what automatic recovery could not fix, reports tasks that stall\n(no progress for --stall-after), and takes backups.",
     )
+    .addHelpText("after", SUPERVISE_HELP)
     .action(async (opts: WorkerCliOptions, cmd: Command) => {
+      if (opts.handlers === undefined) {
+        throw new MendError(
+          "invalid_argument",
+          "required option '--handlers <module>' not specified (see mend worker --help)",
+        );
+      }
+      const capabilities =
+        opts.capabilities === undefined ? [] : parseCapabilityList(opts.capabilities);
+      if (opts.supervise) {
+        process.exitCode = await superviseWorker(opts.handlers, opts, cmd);
+        return;
+      }
       const handlers = await loadHandlersModule(opts.handlers);
       // Settings are read and checked before anything starts: a bad file changes nothing.
       const patterns =
@@ -80,6 +121,12 @@ export function registerWorker(program: Command): void {
           ? undefined
           : parseDegradationConfig(await loadDefinitionFile(opts.degradation));
       const escalateAfterMs = parseDuration(opts.escalateAfter);
+      const stallAfterMs = parseDuration(opts.stallAfter);
+      if (stallAfterMs <= 0) {
+        throw new MendError("invalid_argument", "--stall-after must be greater than 0", {
+          stallAfter: opts.stallAfter,
+        });
+      }
       const logger = createLogger(globals(cmd).json ? "info" : undefined);
       const store = await openStore(resolveStoreUrl(globals(cmd).store));
       const worker = new Worker({
@@ -89,6 +136,16 @@ export function registerWorker(program: Command): void {
         heartbeatMs: parseDuration(opts.heartbeat),
         leaseMs: parseDuration(opts.lease),
         id: opts.id,
+        capabilities,
+        supervised: process.env[SUPERVISED_ENV] === "1",
+        onControl: (control) => {
+          const why = control.reason ? ` (${control.reason})` : "";
+          process.stderr.write(
+            `mend worker ${worker.id}: ${control.action} requested by ${control.actor}${why}, finishing ${worker.inFlight} running task(s)\n`,
+          );
+          void monitor?.stop();
+          void worker.stop(graceMs);
+        },
         logger,
       });
       const monitor = opts.monitor
@@ -100,6 +157,7 @@ export function registerWorker(program: Command): void {
             patterns,
             degradation,
             escalateAfterMs,
+            stallAfterMs,
             logger,
           })
         : null;
@@ -117,6 +175,12 @@ export function registerWorker(program: Command): void {
       };
       process.on("SIGTERM", onSignal);
       process.on("SIGINT", onSignal);
+      // A supervised worker whose supervisor is gone (its IPC channel closed) stops gracefully.
+      const orphaned = () => onSignal("SIGHUP");
+      if (process.channel) {
+        process.channel.unref();
+        process.once("disconnect", orphaned);
+      }
       await worker.start();
       monitor?.start();
       process.stderr.write(
@@ -124,11 +188,15 @@ export function registerWorker(program: Command): void {
       );
       try {
         await worker.done;
+        // Exiting with this code is how a supervised worker asks to be started again.
+        if (worker.requested?.action === "restart") process.exitCode = RESTART_EXIT_CODE;
       } finally {
         await monitor?.stop();
         await store.close();
         process.off("SIGTERM", onSignal);
         process.off("SIGINT", onSignal);
+        process.off("disconnect", orphaned);
       }
     });
+  addWorkerOperations(command);
 }

@@ -4,8 +4,9 @@ import { MendError } from "../../errors.js";
 import type { BackupInfo } from "../../state/backups.js";
 import type { JournalTransition } from "../../state/journal.js";
 import type { Queryable, SqlDialect } from "../sql/queryable.js";
+import type { ExchangeRequest, ExchangeResult } from "../store.js";
 import { SqlStore } from "../sql/SqlStore.js";
-import type { ChainHead, Tx } from "../sql/tx.js";
+import type { ChainHead, PreparedChange, Tx, WriteShape } from "../sql/tx.js";
 import {
   clientConfig,
   lockKey,
@@ -15,6 +16,7 @@ import {
   redact,
 } from "./connection.js";
 import { DbClock } from "./db-clock.js";
+import { exchange as setBasedExchange } from "./exchange.js";
 import { PG_MIGRATIONS } from "./migrations.js";
 import { Notifications } from "./notifications.js";
 
@@ -33,11 +35,14 @@ const PG_DIALECT: SqlDialect = {
   jsonFlag: (column, path) =>
     `(CASE (${column}::jsonb #> '{${path.join(",")}}') WHEN 'true'::jsonb THEN 1 WHEN 'false'::jsonb THEN 0 END)`,
   inArray: (column) => `${column} = ANY(?::text[])`,
+  jsonSubsetOf: (column) => `${column}::jsonb <@ ?::jsonb`,
   arrayParam: (values) => values,
+  jsonRows: (alias, columns) =>
+    `json_to_recordset(?::json) AS ${alias}(${columns.map(([c, t]) => `${c} ${t}`).join(", ")})`,
 };
 
 /** Advisory lock classes (the first key of the two-key form), so Mend's never collide. */
-const WRITE_LOCK = 0x4d454e44; // "MEND"
+const WRITE_LOCK = 0x4d454e44;
 const MIGRATION_LOCK = 0x4d454d47;
 const LEADER_LOCK = 0x4d454c44;
 
@@ -55,30 +60,16 @@ async function alive(client: pg.Client): Promise<boolean> {
   }
 }
 
-/** The columns of `transitions`, with the array type each is sent as for a multi-row insert. */
-const TRANSITION_ARRAYS = [
-  ["seq", "bigint"],
-  ["at", "bigint"],
-  ["entity", "text"],
-  ["entity_id", "text"],
-  ["workstream_id", "text"],
-  ["from_state", "text"],
-  ["to_state", "text"],
-  ["event", "text"],
-  ["severity", "text"],
-  ["actor", "text"],
-  ["data", "text"],
-  ["detail", "text"],
-  ["hash", "text"],
-] as const;
-
 /**
- * A transaction's records in one statement whatever their number (one array per column), and the
- * log's new head with them.
+ * A transaction's records in one statement whatever their number, and the log's new head with
+ * them. The records go as one JSON array of rows: serialized natively on both sides, which costs
+ * a fraction of escaping thirteen text arrays.
  */
 const APPEND_SQL = `WITH appended AS (
-    INSERT INTO transitions (${TRANSITION_ARRAYS.map(([c]) => c).join(", ")})
-    SELECT * FROM unnest(${TRANSITION_ARRAYS.map(([, t]) => `?::${t}[]`).join(", ")})
+    INSERT INTO transitions (seq, at, entity, entity_id, workstream_id, from_state, to_state, event, severity, actor, data, detail, hash)
+    SELECT * FROM json_to_recordset(?::json) AS r(seq bigint, at bigint, entity text, entity_id text,
+      workstream_id text, from_state text, to_state text, event text, severity text, actor text,
+      data text, detail text, hash text)
   )
   UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1`;
 
@@ -99,7 +90,10 @@ export class PgStore extends SqlStore {
   /** Leaderships this process holds: each a connection holding its session advisory lock. */
   private readonly leaderships = new Map<string, pg.Client>();
   private readonly dbClock: DbClock | null;
-  private readonly writeLock: number;
+  /** How each kind of transaction starts: writers exclude each other through an advisory lock. */
+  private readonly begin: Record<"write" | "shared" | "read", string>;
+  /** Each table's columns' types, for the casts of set-based writes. @internal */
+  readonly columnTypes: Map<string, Map<string, string>>;
 
   private constructor(
     url: string,
@@ -107,13 +101,23 @@ export class PgStore extends SqlStore {
     pool: pg.Pool,
     clock: Clock,
     dbClock: DbClock | null,
+    columnTypes: Map<string, Map<string, string>>,
   ) {
     super(clock);
     this.url = redact(url);
     this.pool = pool;
     this.q = queryable(pool);
     this.dbClock = dbClock;
-    this.writeLock = lockKey(location.schema);
+    this.columnTypes = columnTypes;
+    const lock = `${WRITE_LOCK}, ${lockKey(location.schema)}`;
+    this.begin = {
+      write: `BEGIN; SELECT pg_advisory_xact_lock(${lock})`,
+      // The claim must walk the ready index in order and stop at its limit. Planned from stale
+      // statistics (a queue that just filled up) it would fetch and sort every queued task
+      // instead: 8 ms rather than 0.1 ms for 5,000 of them, growing with the queue.
+      shared: `BEGIN; SELECT pg_advisory_xact_lock_shared(${lock}); SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off`,
+      read: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+    };
     this.notifications = new Notifications(location, `mend_wake_${location.schema}`);
   }
 
@@ -129,6 +133,7 @@ export class PgStore extends SqlStore {
       await pool.end();
       throw unavailable(url, err);
     }
+    const columnTypes = await readColumnTypes(pool, location.schema);
     let dbClock: DbClock | null = null;
     if (!options.clock) {
       dbClock = new DbClock(async () => {
@@ -139,24 +144,20 @@ export class PgStore extends SqlStore {
       });
       await dbClock.start();
     }
-    return new PgStore(url, location, pool, options.clock ?? dbClock!, dbClock);
+    return new PgStore(url, location, pool, options.clock ?? dbClock!, dbClock, columnTypes);
   }
 
   // ---------------------------------------------------------------- transactions
 
   protected async transaction<T>(
-    mode: "write" | "read",
+    mode: "write" | "shared" | "read",
     fn: (q: Queryable) => Promise<T>,
   ): Promise<T> {
     const client = await this.pool.connect();
     let broken: Error | undefined;
     try {
-      if (mode === "write") {
-        await client.query("BEGIN");
-        await client.query("SELECT pg_advisory_xact_lock($1, $2)", [WRITE_LOCK, this.writeLock]);
-      } else {
-        await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-      }
+      // One round trip: the simple protocol runs both statements.
+      await client.query(this.begin[mode]);
       const result = await fn(queryable(client));
       await client.query("COMMIT");
       return result;
@@ -173,6 +174,11 @@ export class PgStore extends SqlStore {
     }
   }
 
+  /** Settles and claims set-based where it can (./exchange.ts). */
+  override exchange(req: ExchangeRequest): Promise<ExchangeResult> {
+    return setBasedExchange(this, req, () => super.exchange(req));
+  }
+
   /** @internal */
   async lockChainHead(q: Queryable): Promise<ChainHead> {
     return (await q.get<ChainHead>("SELECT seq, hash FROM chain_head WHERE id = 1 FOR UPDATE"))!;
@@ -180,36 +186,79 @@ export class PgStore extends SqlStore {
 
   /** @internal */
   async appendRecords(q: Queryable, records: JournalTransition[], head: ChainHead): Promise<void> {
-    const columns: unknown[][] = TRANSITION_ARRAYS.map(() => new Array(records.length));
-    for (let i = 0; i < records.length; i++) {
-      const r = records[i]!;
-      const row = [
-        r.seq,
-        r.at,
-        r.entity,
-        r.entityId,
-        r.workstreamId,
-        r.from,
-        r.to,
-        r.event,
-        r.severity,
-        r.actor,
-        r.dataJson,
-        r.detailJson,
-        r.hash,
-      ];
-      for (let c = 0; c < row.length; c++) columns[c]![i] = row[c];
-    }
-    await q.run(APPEND_SQL, [...columns, head.seq, head.hash]);
+    const rows = records.map((r) => ({
+      seq: r.seq,
+      at: r.at,
+      entity: r.entity,
+      entity_id: r.entityId,
+      workstream_id: r.workstreamId,
+      from_state: r.from,
+      to_state: r.to,
+      event: r.event,
+      severity: r.severity,
+      actor: r.actor,
+      data: r.dataJson,
+      detail: r.detailJson,
+      hash: r.hash,
+    }));
+    await q.run(APPEND_SQL, [JSON.stringify(rows), head.seq, head.hash]);
   }
 
   /** Tokens from a sequence: unique and increasing, taken without the log's head. */
-  protected async leaseTokens(tx: Tx, n: number): Promise<number[]> {
+  /** @internal */
+  async leaseTokens(tx: Tx, n: number): Promise<number[]> {
     const rows = await tx.all<{ t: number }>(
       "SELECT nextval('lease_tokens') AS t FROM generate_series(1, ?::int)",
       [n],
     );
     return rows.map((r) => r.t);
+  }
+
+  /**
+   * Writes a batch of one shape with one statement: the rows (new values, and for an update the
+   * id and expected status) go as one JSON array, so the statement's text is the same whatever
+   * the batch size and is parsed and planned once per connection. @internal
+   */
+  override async applyBatch(
+    q: Queryable,
+    shape: WriteShape,
+    batch: PreparedChange[],
+  ): Promise<number> {
+    if (batch.length === 1) return q.run(shape.sql, batch[0]!.values);
+    const keys = this.batchKeys(shape);
+    const rows = batch.map((p) => {
+      const row: Record<string, unknown> = {};
+      for (let c = 0; c < keys.length; c++) row[keys[c]!] = p.values[c];
+      return row;
+    });
+    return q.run(this.batchSql(shape), [JSON.stringify(rows)]);
+  }
+
+  private readonly batchStatements = new Map<WriteShape, string>();
+
+  /** The JSON keys of a batch row: one per column, then the id and expected status. */
+  private batchKeys(shape: WriteShape): string[] {
+    const keys = shape.columns.map((_, j) => `v${j}`);
+    return shape.insert ? keys : [...keys, "id", "expected"];
+  }
+
+  /** The set-based statement of a shape, built once. */
+  private batchSql(shape: WriteShape): string {
+    let sql = this.batchStatements.get(shape);
+    if (sql) return sql;
+    const types = this.columnTypes.get(shape.table)!;
+    const record = shape.columns.map((c, j) => `v${j} ${types.get(c)}`);
+    const names = shape.columns.map((c) => `"${c}"`);
+    if (shape.insert) {
+      sql = `INSERT INTO ${shape.table} (${names.join(", ")})
+        SELECT * FROM json_to_recordset(?::json) AS u(${record.join(", ")})`;
+    } else {
+      sql = `UPDATE ${shape.table} AS t SET ${names.map((n, j) => `${n} = u.v${j}`).join(", ")}
+        FROM json_to_recordset(?::json) AS u(${[...record, "id text", "expected text"].join(", ")})
+        WHERE t.id = u.id AND t.status = u.expected`;
+    }
+    this.batchStatements.set(shape, sql);
+    return sql;
   }
 
   /** @internal */
@@ -390,6 +439,24 @@ async function migrate(pool: pg.Pool, location: PgLocation): Promise<void> {
   } finally {
     client.release();
   }
+}
+
+/** Every column's type in the schema, by table. */
+async function readColumnTypes(
+  pool: pg.Pool,
+  schema: string,
+): Promise<Map<string, Map<string, string>>> {
+  const r = await pool.query<{ table_name: string; column_name: string; data_type: string }>(
+    "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = $1",
+    [schema],
+  );
+  const types = new Map<string, Map<string, string>>();
+  for (const c of r.rows) {
+    let table = types.get(c.table_name);
+    if (!table) types.set(c.table_name, (table = new Map()));
+    table.set(c.column_name, c.data_type);
+  }
+  return types;
 }
 
 /** A failure to reach or set up the database, as an error a person can act on. */

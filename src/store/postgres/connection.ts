@@ -73,34 +73,43 @@ export function clientConfig(loc: PgLocation, extra: pg.ClientConfig = {}): pg.C
   };
 }
 
-/** `?` placeholders to `$1…$n`, converted once per statement text. */
-const converted = new Map<string, string>();
+/** A statement ready for node-postgres: PostgreSQL placeholders and a prepared-statement name. */
+interface PgStatement {
+  name: string;
+  text: string;
+}
 
-/** The statement text with PostgreSQL placeholders. The shared SQL never has `?` in literals. */
-export function toPg(sql: string): string {
-  let text = converted.get(sql);
-  if (text === undefined) {
+/** Statements by their shared-SQL text, converted once. */
+const statements = new Map<string, PgStatement>();
+
+/**
+ * The statement for a shared-SQL text: `?` placeholders become `$1…$n` (the shared SQL never has
+ * `?` in literals), and it gets a name, so each connection parses and plans it once. Every text
+ * Mend runs is one of a bounded set (batches send arrays, not longer texts), so the names do too.
+ */
+export function toPg(sql: string): PgStatement {
+  let statement = statements.get(sql);
+  if (statement === undefined) {
     let n = 0;
-    text = sql.replace(/\?/g, () => `$${++n}`);
-    converted.set(sql, text);
+    statement = { name: `mend_${statements.size + 1}`, text: sql.replace(/\?/g, () => `$${++n}`) };
+    statements.set(sql, statement);
   }
-  return text;
+  return statement;
 }
 
 /** A client or pool as a {@link Queryable}. */
 export function queryable(db: pg.Pool | pg.PoolClient | pg.Client): Queryable {
+  const query = (sql: string, params: readonly unknown[]) =>
+    db.query({ ...toPg(sql), values: params as unknown[] });
   return {
     async get<T = Row>(sql: string, params: readonly unknown[] = []) {
-      const r = await db.query(toPg(sql), params as unknown[]);
-      return r.rows[0] as T | undefined;
+      return (await query(sql, params)).rows[0] as T | undefined;
     },
     async all<T = Row>(sql: string, params: readonly unknown[] = []) {
-      const r = await db.query(toPg(sql), params as unknown[]);
-      return r.rows as T[];
+      return (await query(sql, params)).rows as T[];
     },
     async run(sql: string, params: readonly unknown[] = []) {
-      const r = await db.query(toPg(sql), params as unknown[]);
-      return r.rowCount ?? 0;
+      return (await query(sql, params)).rowCount ?? 0;
     },
   };
 }

@@ -10,6 +10,7 @@ import type {
   PatternRecord,
   TaskRecord,
   TransitionRecord,
+  WorkerControl,
   WorkerRecord,
   WorkstreamRecord,
 } from "../../model/records.js";
@@ -24,7 +25,6 @@ import { severitiesFrom } from "../../observe/events.js";
 import { COMPLETION_EVENTS, FAILED_ATTEMPT_EVENTS } from "../../observe/metrics.js";
 import { probeSlots } from "../../recovery/breaker.js";
 import type { CompensationPlan } from "../../recovery/compensate.js";
-import { qualityFactor } from "../../recovery/fallback.js";
 import { restartedDeadline } from "../../recovery/revive.js";
 import type { BackupInfo, BackupOptions } from "../../state/backups.js";
 import type { Checkpoint, CheckpointRef } from "../../state/checkpoints.js";
@@ -47,7 +47,9 @@ import type {
   ExchangeRequest,
   ExchangeResult,
   FailurePlanner,
+  HeartbeatResult,
   HeldLease,
+  LeaseView,
   Outcome,
   RecoveryOptions,
   RepairOptions,
@@ -56,11 +58,14 @@ import type {
   Revival,
   RevivalOptions,
   Settlement,
+  StallReport,
   Store,
   SweptTask,
   TaskOutcome,
   TransitionQuery,
   WorkerInfo,
+  WorkerShutdown,
+  WorkerShutdownOptions,
   WorkstreamCancellation,
 } from "../store.js";
 import {
@@ -97,7 +102,18 @@ import {
   RELEASED_LEASE,
 } from "./lifecycle.js";
 import type { Queryable, Row, SqlDialect } from "./queryable.js";
+import {
+  type ClaimRow,
+  claimChange,
+  claimedTask,
+  completionChange,
+  fencingRefusal,
+  HELD_COLUMNS,
+  type HeldRow,
+  judgeQuality,
+} from "./outcomes.js";
 import { repairState } from "./repair.js";
+import { detectStalls } from "./stalls.js";
 import { reviveTasks } from "./revival.js";
 import {
   judgePattern,
@@ -116,6 +132,13 @@ import {
   type WriteShape,
   writeShape,
 } from "./tx.js";
+import {
+  getWorker,
+  listLeases,
+  requestWorkerRestart,
+  requestWorkerShutdown,
+  capabilitiesParam,
+} from "./workers.js";
 import {
   cancelWorkstream,
   closeWorkstream,
@@ -160,12 +183,14 @@ export abstract class SqlStore implements Store {
   // ---------------------------------------------------------------- what a dialect supplies
 
   /**
-   * Runs `fn` in one transaction: a write transaction (`write`) that excludes other writers
-   * where the dialect must, or a read-only one that sees one consistent state (`read`). Rolls
-   * back when `fn` throws.
+   * Runs `fn` in one transaction, rolled back when `fn` throws: a write transaction that excludes
+   * every other writer (`write`); one that excludes `write` transactions but may run beside other
+   * `shared` ones, for code that locks the rows it decides on (`shared`; where the dialect has a
+   * single writer anyway, the same as `write`); or a read-only one that sees one consistent state
+   * (`read`).
    */
   protected abstract transaction<T>(
-    mode: "write" | "read",
+    mode: "write" | "shared" | "read",
     fn: (q: Queryable) => Promise<T>,
   ): Promise<T>;
 
@@ -180,7 +205,8 @@ export abstract class SqlStore implements Store {
   ): Promise<void>;
 
   /** `n` fencing tokens for the leases the open transaction is about to grant. */
-  protected abstract leaseTokens(tx: Tx, n: number): Promise<number[]>;
+  /** @internal */
+  abstract leaseTokens(tx: Tx, n: number): Promise<number[]>;
 
   /** Called with the flushed records just before the transaction commits. */
   protected async beforeCommit(_tx: Tx): Promise<void> {}
@@ -199,11 +225,14 @@ export abstract class SqlStore implements Store {
 
   // ---------------------------------------------------------------- transactions
 
-  /** Runs `fn` in one write transaction; its records are chained and written as it ends. @internal */
-  async write<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` in one write transaction (see {@link SqlStore.transaction} for `mode`); its records
+   * are chained and written as it ends. @internal
+   */
+  async write<T>(fn: (tx: Tx) => Promise<T>, mode: "write" | "shared" = "write"): Promise<T> {
     let done: Tx | null = null;
     try {
-      const result = await this.transaction("write", async (q) => {
+      const result = await this.transaction(mode, async (q) => {
         const tx = new Tx(this, q);
         const r = await fn(tx);
         await tx.flush();
@@ -249,6 +278,16 @@ export abstract class SqlStore implements Store {
     });
   }
 
+  /**
+   * Writes prepared transitions of one shape (one statement text); returns the rows changed.
+   * A dialect may write them with one statement. @internal
+   */
+  async applyBatch(q: Queryable, shape: WriteShape, batch: PreparedChange[]): Promise<number> {
+    let changed = 0;
+    for (const p of batch) changed += await q.run(shape.sql, p.values);
+    return changed;
+  }
+
   /** Inserts a new workstream's dependency rows. @internal */
   async insertDependencies(q: Queryable, deps: [string, string][]): Promise<void> {
     for (const [task, dep] of deps) {
@@ -263,7 +302,10 @@ export abstract class SqlStore implements Store {
     actor = "engine",
   ): Promise<{ workstreamId: string; taskIds: string[] }> {
     const created = prepareCreation(this, spec, actor, SUBMITTED);
-    await this.write((tx) => insertCreation(tx, created));
+    // New rows only, beside workers' exchanges; a breaker it names may be created or changed,
+    // which other writers must not see half done.
+    const mode = Object.keys(spec.breakers).length === 0 ? "shared" : "write";
+    await this.write((tx) => insertCreation(tx, created), mode);
     return { workstreamId: created.workstreamId, taskIds: created.taskIds };
   }
 
@@ -288,52 +330,18 @@ export abstract class SqlStore implements Store {
     touched: Set<string>,
   ): Promise<Settlement> {
     // Only what fencing and the hot path need; the whole row is read for failures alone.
-    const held = await tx.get<HeldRow>(
-      `SELECT id, workstream_id AS "workstreamId", status, lease_token AS "leaseToken", lease_worker AS "leaseWorker", attempts, breaker, handler, quality_threshold AS "qualityThreshold", fallbacks, revivals FROM tasks WHERE id = ?`,
-      [o.taskId],
-    );
-    // Token and holder both: a restore rewinds seqs, so a token alone could be granted again to
-    // another worker while a stale one still holds it.
-    if (
-      held?.status !== "running" ||
-      held.leaseToken !== o.token ||
-      held.leaseWorker !== req.workerId
-    ) {
-      return {
-        taskId: o.taskId,
-        applied: false,
-        reason: held
-          ? `lease ${o.token} is no longer held: task is ${held.status}${held.leaseToken ? ` under lease ${held.leaseToken}` : ""}`
-          : "task not found",
-      };
-    }
-    const row = held;
+    const held = await tx.get<HeldRow>(`SELECT ${HELD_COLUMNS} FROM tasks WHERE id = ?`, [
+      o.taskId,
+    ]);
+    const refusal = fencingRefusal(o, held, req.workerId);
+    if (refusal) return refusal;
+    const row = held!;
     const actor = `worker:${req.workerId}`;
     const plan = row.fallbacks === null ? null : (JSON.parse(row.fallbacks) as FallbackPlan);
     const outcome = judgeQuality(o, row, plan);
     if (outcome.kind === "complete") {
       if (row.breaker !== null) await recordBreakerOutcome(tx, row.breaker, true, actor, row.id);
-      // Failed attempts in this run, or an earlier run it was revived or switched from.
-      const recovered = row.attempts > 1 || row.revivals > 0 || (plan?.tried.length ?? 0) > 0;
-      await tx.transition({
-        kind: "task",
-        id: row.id,
-        from: "running",
-        to: "completed",
-        patch: {
-          output: outcome.output ?? null,
-          ...(outcome.quality === undefined ? {} : { quality: outcome.quality }),
-          ...RELEASED_LEASE,
-          workerLostStreak: 0,
-        },
-        event: recovered ? "task_recovered" : "task_completed",
-        actor,
-        workstreamId: row.workstreamId,
-        // The handler is in the record's row; the log says it too when a fallback produced it.
-        detail: plan?.tried.length
-          ? { attempt: row.attempts, handler: row.handler }
-          : { attempt: row.attempts },
-      });
+      await tx.transition(completionChange(row, outcome, plan, actor));
       await promoteDependents(tx, row.id, actor);
       touched.add(row.workstreamId);
       return { taskId: row.id, applied: true, status: "completed" };
@@ -370,32 +378,48 @@ export abstract class SqlStore implements Store {
   }
 
   /**
-   * The claim query: ready tasks of the worker's handlers whose dependencies are satisfied, with
-   * no breaker or a closed one (`closed`), or of one half-open breaker (`probe`, its name the
-   * last parameter). Only the columns a worker needs: reading and decoding whole rows is most of
-   * a claim's cost. The dependency check guards invariant 7 even when an operator reopened a
-   * dependency after its dependents were queued. Parameters: now, handlers, now[, breaker], limit.
+   * The claim query: up to `limit` ready tasks of the worker's handlers whose dependencies are
+   * satisfied, with no breaker or a closed one (`gate` null), or of one half-open breaker (`gate`
+   * its name), best first. Only the columns a worker needs: reading and decoding whole rows is
+   * most of a claim's cost. The dependency check guards invariant 7 even when an operator
+   * reopened a dependency after its dependents were queued. `extra` adds select-list columns.
+   * @internal
    */
-  protected claimSql(gate: "closed" | "probe"): string {
+  claimQuery(
+    req: ExchangeRequest,
+    now: number,
+    gate: string | null,
+    limit: number,
+    extra = "",
+  ): { sql: string; params: unknown[] } {
     const breaker =
-      gate === "closed"
+      gate === null
         ? "(breaker IS NULL OR NOT EXISTS (SELECT 1 FROM breakers b WHERE b.id = tasks.breaker AND b.status <> 'closed'))"
         : "breaker = ?";
-    return `SELECT id, workstream_id AS "workstreamId", key, handler, input, attempts, timeout_ms AS "timeoutMs", idempotency_key AS "idempotencyKey",
-         created_at + deadline_ms AS "deadlineAt"
+    const sql = `SELECT id, workstream_id AS "workstreamId", key, handler, input, attempts, timeout_ms AS "timeoutMs", idempotency_key AS "idempotencyKey",
+         created_at + deadline_ms AS "deadlineAt"${extra}
        FROM tasks WHERE status = 'queued' AND run_at <= ? AND ${this.dialect.inArray("handler")}
+         AND (tasks.requires IS NULL OR ${this.dialect.jsonSubsetOf("tasks.requires")})
          AND (deadline_ms IS NULL OR created_at + deadline_ms > ?)
          AND ${breaker}
          AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.dep_id WHERE d.task_id = tasks.id AND NOT ${SATISFIED_SQL})
        ORDER BY priority DESC, run_at, rowid LIMIT ?`;
+    const params: unknown[] = [
+      now,
+      this.dialect.arrayParam(req.handlers),
+      capabilitiesParam(req.capabilities),
+      now,
+    ];
+    if (gate !== null) params.push(gate);
+    params.push(limit);
+    return { sql, params };
   }
 
   private async claim(tx: Tx, req: ExchangeRequest): Promise<ClaimedTask[]> {
     const now = tx.now();
-    const actor = `worker:${req.workerId}`;
-    await openDueProbes(tx, actor);
-    const handlers = this.dialect.arrayParam(req.handlers);
-    const rows = await tx.all<ClaimRow>(this.claimSql("closed"), [now, handlers, now, req.claim]);
+    await openDueProbes(tx, `worker:${req.workerId}`);
+    const closed = this.claimQuery(req, now, null, req.claim);
+    const rows = await tx.all<ClaimRow>(closed.sql, closed.params);
     // Half-open breakers let a few probes through: at most their limit running at once.
     if (rows.length < req.claim) {
       for (const b of await halfOpenBreakers(tx)) {
@@ -403,15 +427,8 @@ export abstract class SqlStore implements Store {
         if (want === 0) break;
         const slots = probeSlots(b.config, await runningProbes(tx, b));
         if (slots === 0) continue;
-        rows.push(
-          ...(await tx.all<ClaimRow>(this.claimSql("probe"), [
-            now,
-            handlers,
-            now,
-            b.id,
-            Math.min(slots, want),
-          ])),
-        );
+        const probe = this.claimQuery(req, now, b.id, Math.min(slots, want));
+        rows.push(...(await tx.all<ClaimRow>(probe.sql, probe.params)));
       }
     }
     if (rows.length === 0) return [];
@@ -419,32 +436,8 @@ export abstract class SqlStore implements Store {
     const claimed: ClaimedTask[] = [];
     for (let i = 0; i < rows.length; i++) {
       const r = rows[i]!;
-      const leaseToken = tokens[i]!;
-      const attempts = r.attempts + 1;
-      await tx.transition({
-        kind: "task",
-        id: r.id,
-        from: "queued",
-        to: "running",
-        patch: {
-          attempts,
-          leaseToken,
-          leaseWorker: req.workerId,
-          leaseExpiresAt: now + req.leaseMs,
-        },
-        event: "task_started",
-        actor,
-        workstreamId: r.workstreamId,
-      });
-      const { deadlineAt, ...task } = r;
-      claimed.push({
-        ...task,
-        input: r.input === null ? null : JSON.parse(r.input),
-        attempts,
-        leaseToken,
-        // The overall deadline bounds each attempt's own timeout.
-        timeoutMs: deadlineAt === null ? r.timeoutMs : Math.min(r.timeoutMs, deadlineAt - now),
-      });
+      await tx.transition(claimChange(r, tokens[i]!, req, now));
+      claimed.push(claimedTask(r, tokens[i]!, now));
     }
     return claimed;
   }
@@ -488,13 +481,17 @@ export abstract class SqlStore implements Store {
     status: WorkerStatus,
     leases: HeldLease[],
     leaseMs: number,
-  ): Promise<{ lost: string[] }> {
+  ): Promise<HeartbeatResult> {
     return this.write(async (tx) => {
       const now = tx.now();
-      const current = await tx.workerStatus(workerId);
-      if (!current) {
+      const worker = await tx.get<{ status: WorkerStatus; control: string | null }>(
+        "SELECT status, control FROM workers WHERE id = ?",
+        [workerId],
+      );
+      if (!worker) {
         throw new MendError("not_found", `worker ${workerId} is not registered`, { workerId });
       }
+      const current = worker.status;
       await tx.run("UPDATE workers SET heartbeat_at = ? WHERE id = ?", [now, workerId]);
       if (current !== status) {
         await tx.transition({
@@ -508,15 +505,39 @@ export abstract class SqlStore implements Store {
           workstreamId: null,
         });
       }
-      const lost: string[] = [];
-      for (const l of leases) {
-        const renewed = await tx.run(
-          "UPDATE tasks SET lease_expires_at = ? WHERE id = ? AND lease_token = ? AND lease_worker = ? AND status = 'running'",
-          [now + leaseMs, l.taskId, l.token, workerId],
+      // One statement for all the leases. Progress is stamped on the store's clock, like the
+      // lease: worker clocks may drift.
+      const renewed = new Set<string>();
+      if (leases.length > 0) {
+        const rows = await tx.all<{ id: string }>(
+          `UPDATE tasks SET lease_expires_at = ?,
+             progress_at = CASE WHEN l.progressed = 1 THEN ? ELSE tasks.progress_at END
+           FROM ${this.dialect.jsonRows("l", [
+             ["id", "text"],
+             ["token", "bigint"],
+             ["progressed", "bigint"],
+           ])}
+           WHERE tasks.id = l.id AND tasks.lease_token = l.token AND tasks.lease_worker = ? AND tasks.status = 'running'
+           RETURNING tasks.id`,
+          [
+            now + leaseMs,
+            now,
+            JSON.stringify(
+              leases.map((l) => ({
+                id: l.taskId,
+                token: l.token,
+                progressed: l.progressed ? 1 : 0,
+              })),
+            ),
+            workerId,
+          ],
         );
-        if (renewed !== 1) lost.push(l.taskId);
+        for (const r of rows) renewed.add(r.id);
       }
-      return { lost };
+      const lost = leases.filter((l) => !renewed.has(l.taskId)).map((l) => l.taskId);
+      const control =
+        worker.control === null ? null : (JSON.parse(worker.control) as WorkerControl);
+      return { lost, control };
     });
   }
 
@@ -529,6 +550,10 @@ export abstract class SqlStore implements Store {
         pid: info.pid,
         concurrency: info.concurrency,
         handlers: info.handlers,
+        capabilities: info.capabilities ?? [],
+        supervised: info.supervised ?? false,
+        // A request to an earlier process under this id was answered by its exit.
+        control: null,
         startedAt: now,
         heartbeatAt: now,
       };
@@ -1071,49 +1096,34 @@ export abstract class SqlStore implements Store {
   ): Promise<void> {
     await judgePattern(this, id, verdict, reason);
   }
-}
 
-/** The columns of a running task that settling an outcome needs. */
-type HeldRow = Pick<
-  TaskRecord,
-  | "id"
-  | "workstreamId"
-  | "status"
-  | "leaseToken"
-  | "leaseWorker"
-  | "attempts"
-  | "breaker"
-  | "handler"
-  | "qualityThreshold"
-  | "revivals"
-> & { fallbacks: string | null };
+  // ---------------------------------------------------------------- workers (operator surface)
 
-type ClaimRow = Omit<ClaimedTask, "leaseToken" | "input"> & {
-  input: string | null;
-  deadlineAt: number | null;
-};
-
-/**
- * A completion whose quality (scaled by the fallback's factor) is below the task's threshold is
- * a `quality` failure; otherwise the outcome with its scaled quality.
- */
-function judgeQuality(o: Outcome, row: HeldRow, plan: FallbackPlan | null): Outcome {
-  if (o.kind !== "complete" || o.quality === undefined) return o;
-  const quality = o.quality * qualityFactor(plan, row.handler);
-  if (row.qualityThreshold !== null && quality < row.qualityThreshold) {
-    return {
-      kind: "fail",
-      taskId: o.taskId,
-      token: o.token,
-      failure: failure(
-        "quality",
-        true,
-        `result quality ${quality.toFixed(2)} is below the task's threshold ${row.qualityThreshold}`,
-        { quality },
-      ),
-    };
+  async getWorker(id: string): Promise<WorkerRecord | null> {
+    return getWorker(this.q, id);
   }
-  return { ...o, quality };
+
+  async listLeases(workerId?: string): Promise<LeaseView[]> {
+    return listLeases(this.q, workerId);
+  }
+
+  async requestWorkerShutdown(
+    workerId: string,
+    options: WorkerShutdownOptions,
+    who: Actor,
+  ): Promise<WorkerShutdown> {
+    return requestWorkerShutdown(this, workerId, options, who);
+  }
+
+  async requestWorkerRestart(workerId: string, who: Actor): Promise<WorkerRecord> {
+    return requestWorkerRestart(this, workerId, who);
+  }
+
+  // ---------------------------------------------------------------- stalls
+
+  async detectStalls(defaultStallAfterMs: number): Promise<StallReport[]> {
+    return detectStalls(this, defaultStallAfterMs);
+  }
 }
 
 /** Event names as an SQL list of literals (they are fixed identifiers, never user input). */

@@ -236,6 +236,9 @@ export async function scheduleCompensation(
       fallbacks: null,
       compensation: null,
       qualityThreshold: null,
+      // Undoing the task's effects needs what doing them needed (access to the same system).
+      requires: done.requires,
+      stallAfterMs: null,
     };
   });
   const spec: WorkstreamSpec = {

@@ -98,6 +98,8 @@ export function prepareCreation(
         ...(t.fallbacks === null ? {} : { fallbacks: { ...t.fallbacks, tried: [] } }),
         ...(t.compensation === null ? {} : { compensation: t.compensation }),
         ...(t.qualityThreshold === null ? {} : { qualityThreshold: t.qualityThreshold }),
+        ...(t.requires === null ? {} : { requires: t.requires }),
+        ...(t.stallAfterMs === null ? {} : { stallAfterMs: t.stallAfterMs }),
         createdAt: now,
       },
       event: "task_created",
@@ -118,7 +120,7 @@ export function prepareCreation(
 /** Writes a prepared creation in the open transaction. */
 export async function insertCreation(tx: Tx, created: Creation): Promise<void> {
   await ensureBreakers(tx, created.spec.breakers, created.actor);
-  for (const r of created.records) await tx.apply(r);
+  await tx.applyMany(created.records);
   await tx.store.insertDependencies(tx, created.deps);
   tx.wake();
 }

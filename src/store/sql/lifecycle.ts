@@ -16,11 +16,17 @@ import { onWorkstreamEnded } from "./compensation.js";
 import { escalationOf } from "./escalation.js";
 import { SATISFIED_SQL, type Tx } from "./tx.js";
 
-/** The patch that ends a task's lease. */
+/**
+ * The patch that ends a task's lease, and with it the attempt's progress and stall marks: every
+ * attempt starts unstalled. `stalledAt` is written (and logged) whether or not it was set, so that
+ * every attempt's end has one shape, which the set-based exchange batches.
+ */
 export const RELEASED_LEASE = {
   leaseToken: null,
   leaseWorker: null,
   leaseExpiresAt: null,
+  progressAt: null,
+  stalledAt: null,
 } as const;
 
 /** Why a workstream that stops on failure cancelled its open tasks (revival looks for it). */

@@ -26,6 +26,19 @@ export interface SqlDialect {
   jsonFlag(column: string, path: readonly string[]): string;
   /** `column` is one of the values of an array parameter (`?` stands for the whole array). */
   inArray(column: string): string;
+  /**
+   * Every element of the JSON array in text column `column` is one of the elements of the JSON
+   * array parameter (`?`, a JSON string).
+   */
+  jsonSubsetOf(column: string): string;
   /** How an array parameter for {@link SqlDialect.inArray} is passed. */
   arrayParam(values: readonly string[]): unknown;
+  /**
+   * A table named `alias` of the rows in a JSON array parameter (`?`, a JSON string of objects),
+   * with the given columns and their SQL types (`text`, `bigint`), for set-based statements.
+   */
+  jsonRows(
+    alias: string,
+    columns: readonly (readonly [name: string, type: "text" | "bigint"])[],
+  ): string;
 }

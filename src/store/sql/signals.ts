@@ -21,7 +21,7 @@ async function storedDegradation(q: Queryable): Promise<DegradationRecord | null
 }
 
 /** Level 0 as a record: what the system is before any level was recorded. */
-function normalRecord(): DegradationRecord {
+export function normalRecord(): DegradationRecord {
   return {
     id: SYSTEM,
     status: "normal",

@@ -51,6 +51,11 @@ export interface PreparedChange {
 /** The INSERT or guarded UPDATE for one entity and field list, with how each field is encoded. */
 export interface WriteShape {
   sql: string;
+  table: string;
+  /** The columns written, in the order of a prepared change's values. */
+  columns: string[];
+  /** An INSERT (a creation); else an UPDATE guarded by id and status (two more values). */
+  insert: boolean;
   kinds: ColumnKind[];
   /** Fields left out of the log (heartbeat-maintained). */
   liveness: boolean[];
@@ -121,6 +126,39 @@ export class Tx implements Queryable {
         expected: c.from,
       });
     }
+    this.record(p);
+  }
+
+  /**
+   * Writes many prepared transitions, each shape's in one batch where the dialect can; refused
+   * whole when any row was no longer in its expected state. Records keep the given order.
+   */
+  async applyMany(prepared: PreparedChange[]): Promise<void> {
+    const byShape = new Map<WriteShape, PreparedChange[]>();
+    for (const p of prepared) {
+      const group = byShape.get(p.shape);
+      if (group) group.push(p);
+      else byShape.set(p.shape, [p]);
+    }
+    for (const [shape, batch] of byShape) {
+      const changed = await this.store.applyBatch(this.q, shape, batch);
+      if (changed !== batch.length && batch[0]!.change.from !== null) {
+        throw new MendError(
+          "refused",
+          `${batch.length - changed} of ${batch.length} ${batch[0]!.change.kind}s were no longer ${batch.map((p) => p.change.from).join("/")}`,
+          { ids: batch.map((p) => p.change.id) },
+        );
+      }
+    }
+    for (const p of prepared) this.record(p);
+  }
+
+  /**
+   * Queues the record of a transition whose row the caller wrote itself, in a set-based
+   * statement that applied exactly this change (the PostgreSQL hot path).
+   */
+  record(p: PreparedChange): void {
+    const c = p.change;
     this.records.push({
       seq: 0,
       at: p.at,
@@ -232,7 +270,14 @@ export function writeShape(kind: EntityKind, insert: boolean, fields: string[]):
     ? `INSERT INTO ${table} (${names.join(", ")}) VALUES (${cols.map(() => "?").join(", ")})`
     : `UPDATE ${table} SET ${names.map((n) => `${n} = ?`).join(", ")} WHERE id = ? AND status = ?`;
   const live: readonly string[] = LIVENESS[kind];
-  return { sql, kinds: cols.map((c) => c[1]), liveness: fields.map((f) => live.includes(f)) };
+  return {
+    sql,
+    table,
+    columns: cols.map((c) => c[0]),
+    insert,
+    kinds: cols.map((c) => c[1]),
+    liveness: fields.map((f) => live.includes(f)),
+  };
 }
 
 /**

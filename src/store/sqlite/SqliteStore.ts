@@ -57,7 +57,11 @@ const SQLITE_DIALECT: SqlDialect = {
   jsonNumber: (column, path) => `json_extract(${column}, '$.${path.join(".")}')`,
   jsonFlag: (column, path) => `json_extract(${column}, '$.${path.join(".")}')`,
   inArray: (column) => `${column} IN (SELECT value FROM json_each(?))`,
+  jsonSubsetOf: (column) =>
+    `NOT EXISTS (SELECT 1 FROM json_each(${column}) AS e WHERE e.value NOT IN (SELECT value FROM json_each(?)))`,
   arrayParam: (values) => JSON.stringify(values),
+  jsonRows: (alias, columns) =>
+    `(SELECT ${columns.map(([c]) => `json_extract(value, '$.${c}') AS ${c}`).join(", ")} FROM json_each(?)) AS ${alias}`,
 };
 
 /**
@@ -182,9 +186,13 @@ export class SqliteStore extends SqlStore {
 
   // ---------------------------------------------------------------- transactions
 
-  protected transaction<T>(mode: "write" | "read", fn: (q: Queryable) => Promise<T>): Promise<T> {
+  protected transaction<T>(
+    mode: "write" | "shared" | "read",
+    fn: (q: Queryable) => Promise<T>,
+  ): Promise<T> {
     return this.serial(async () => {
-      this.begin[mode].run();
+      // One writer at a time whatever the mode: SQLite has no other kind.
+      this.begin[mode === "read" ? "read" : "write"].run();
       try {
         const result = await fn(this.direct);
         this.db.exec("COMMIT");
@@ -211,7 +219,8 @@ export class SqliteStore extends SqlStore {
   }
 
   /** The seqs the claims' records will get: a token is the seq of the record that granted it. */
-  protected async leaseTokens(tx: Tx, n: number): Promise<number[]> {
+  /** @internal */
+  async leaseTokens(tx: Tx, n: number): Promise<number[]> {
     const first = await tx.nextSeq();
     return Array.from({ length: n }, (_, i) => first + i);
   }

@@ -1,0 +1,195 @@
+/**
+ * The PostgreSQL store's worker round trip for the common case: completions of plain tasks and
+ * a claim, in a fixed, small number of statements whatever the batch size, beside other workers'
+ * round trips. It takes the store's write lock shared (other exchanges run at the same time;
+ * operator actions, submissions and the monitor wait) and locks exactly the rows it decides on:
+ *
+ * - the held tasks it settles (`FOR UPDATE`), so fencing is checked on rows nobody else moves;
+ * - the dependents it may queue, in id order, before checking their dependencies, so of two
+ *   workers completing a task's last two dependencies the later one sees the earlier's commit;
+ * - the workstreams it may settle, in id order, for the same reason;
+ * - the tasks it claims (`FOR UPDATE SKIP LOCKED`), so concurrent claims never wait on or take
+ *   the same task.
+ *
+ * Anything else (a failure or a release, a breaker, a fallback, a quality threshold, a breaker
+ * to probe) goes to the general exchange under the exclusive lock: those are rare, and their
+ * code reads and writes row by row. Both record exactly the same transitions (outcomes.ts).
+ */
+import type { ExchangeRequest, ExchangeResult, Settlement } from "../store.js";
+import { reconcileWorkstream } from "../sql/lifecycle.js";
+import {
+  type ClaimRow,
+  claimChange,
+  claimedTask,
+  completionChange,
+  fencingRefusal,
+  HELD_COLUMNS,
+  type HeldRow,
+  judgeQuality,
+} from "../sql/outcomes.js";
+import { rowToDegradation } from "../sql/codec.js";
+import { normalRecord } from "../sql/signals.js";
+import { SATISFIED_SQL, type PreparedChange, type Tx } from "../sql/tx.js";
+import type { PgStore } from "./PgStore.js";
+
+/** Thrown inside the set-based exchange when the request needs the general one. */
+class NeedsGeneral extends Error {}
+
+/** Settles `req`'s outcomes and claims tasks: set-based when it can, else `general()`. */
+export async function exchange(
+  store: PgStore,
+  req: ExchangeRequest,
+  general: () => Promise<ExchangeResult>,
+): Promise<ExchangeResult> {
+  if (req.outcomes.some((o) => o.kind !== "complete")) return general();
+  try {
+    return await store.write((tx) => settleAndClaim(store, tx, req), "shared");
+  } catch (err) {
+    if (err instanceof NeedsGeneral) return general();
+    throw err;
+  }
+}
+
+async function settleAndClaim(
+  store: PgStore,
+  tx: Tx,
+  req: ExchangeRequest,
+): Promise<ExchangeResult> {
+  const now = tx.now();
+  const actor = `worker:${req.workerId}`;
+  // The degradation level for handlers, and whether a breaker is to move to half-open or is
+  // probing (its probes are counted one claim at a time): one round trip.
+  const state = await tx.get<Record<string, unknown> & { probing: number }>(
+    `SELECT d.*, (SELECT COUNT(*) FROM (SELECT 1 FROM breakers
+                    WHERE status = 'half_open' OR (status = 'open' AND forced = 0 AND open_until <= ?)
+                    LIMIT 1) AS b) AS probing
+     FROM (SELECT 1) AS one LEFT JOIN degradation d ON d.id = 'system'`,
+    [now],
+  );
+  if (state!.probing > 0) throw new NeedsGeneral();
+  const { level, name, quality, capabilities } =
+    state!.id === null ? normalRecord() : rowToDegradation(state!);
+
+  const settled: Settlement[] = [];
+  const workstreams = new Set<string>();
+  if (req.outcomes.length > 0) {
+    const ids = [...new Set(req.outcomes.map((o) => o.taskId))].sort();
+    const rows = await tx.all<HeldRow & { dependents: number }>(
+      `SELECT ${HELD_COLUMNS}, (SELECT COUNT(*) FROM task_deps d WHERE d.dep_id = tasks.id) AS dependents
+       FROM tasks WHERE id = ANY(?::text[]) ORDER BY id FOR UPDATE`,
+      [ids],
+    );
+    const held = new Map<string, HeldRow>(rows.map((r) => [r.id, r]));
+    const withDependents = new Set(rows.filter((r) => r.dependents > 0).map((r) => r.id));
+    const completions: PreparedChange[] = [];
+    for (const o of req.outcomes) {
+      const row = held.get(o.taskId);
+      const refusal = fencingRefusal(o, row, req.workerId);
+      if (refusal) {
+        settled.push(refusal);
+        continue;
+      }
+      if (row!.breaker !== null || row!.fallbacks !== null) throw new NeedsGeneral();
+      const outcome = judgeQuality(o, row!, null);
+      if (outcome.kind !== "complete") throw new NeedsGeneral();
+      completions.push(store.prepare(completionChange(row!, outcome, null, actor)));
+      // A second outcome for the task in this batch is refused, as it would be after a commit.
+      held.set(row!.id, { ...row!, status: "completed", leaseToken: null, leaseWorker: null });
+      settled.push({ taskId: row!.id, applied: true, status: "completed" });
+      workstreams.add(row!.workstreamId);
+    }
+    await tx.applyMany(completions);
+    const done = completions.map((p) => p.change.id).filter((id) => withDependents.has(id));
+    await queueReadyDependents(store, tx, done, actor);
+  }
+  const claimed = req.claim > 0 ? await claim(store, tx, req, now) : [];
+  // A workstream this exchange claimed from is still running: no need to look.
+  for (const t of claimed) workstreams.delete(t.workstreamId);
+  if (workstreams.size > 0) await settleWorkstreams(tx, [...workstreams].sort(), actor);
+  return { settled, claimed, degradation: { level, name, quality, capabilities } };
+}
+
+/**
+ * Settles the workstreams whose last queued or running task just completed. Locked first, then
+ * checked: of two workers completing a workstream's last two tasks, the later sees the earlier.
+ * After the claim, so that a workstream it claimed from is known to be running still.
+ */
+async function settleWorkstreams(tx: Tx, ids: string[], actor: string): Promise<void> {
+  await tx.all("SELECT id FROM workstreams WHERE id = ANY(?::text[]) ORDER BY id FOR UPDATE", [
+    ids,
+  ]);
+  const settling = await tx.all<{ id: string }>(
+    `SELECT w.id FROM workstreams w WHERE w.id = ANY(?::text[])
+       AND (w.status <> 'active'
+            OR NOT EXISTS (SELECT 1 FROM tasks t WHERE t.workstream_id = w.id AND t.status IN ('queued','running')))
+     ORDER BY w.id`,
+    [ids],
+  );
+  for (const { id } of settling) await reconcileWorkstream(tx, id, actor);
+}
+
+/** Queues the pending dependents of `completed` whose dependencies are now all satisfied. */
+async function queueReadyDependents(
+  store: PgStore,
+  tx: Tx,
+  completed: string[],
+  actor: string,
+): Promise<void> {
+  if (completed.length === 0) return;
+  const dependents = await tx.all<{ id: string }>(
+    "SELECT DISTINCT task_id AS id FROM task_deps WHERE dep_id = ANY(?::text[])",
+    [completed],
+  );
+  if (dependents.length === 0) return;
+  const candidates = await tx.all<{ id: string }>(
+    "SELECT id FROM tasks WHERE id = ANY(?::text[]) AND status = 'pending' ORDER BY id FOR UPDATE",
+    [dependents.map((d) => d.id)],
+  );
+  if (candidates.length === 0) return;
+  // Checked after the locks: a statement sees what committed before it started.
+  const ready = await tx.all<{ id: string; workstreamId: string }>(
+    `SELECT c.id, c.workstream_id AS "workstreamId" FROM tasks c
+     WHERE c.id = ANY(?::text[]) AND c.status = 'pending'
+       AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.dep_id
+                       WHERE d.task_id = c.id AND NOT ${SATISFIED_SQL})
+     ORDER BY c.id`,
+    [candidates.map((c) => c.id)],
+  );
+  if (ready.length === 0) return;
+  const now = tx.now();
+  await tx.applyMany(
+    ready.map((r) =>
+      store.prepare({
+        kind: "task",
+        id: r.id,
+        from: "pending",
+        to: "queued",
+        patch: { runAt: now },
+        event: "task_ready",
+        actor,
+        workstreamId: r.workstreamId,
+      }),
+    ),
+  );
+  tx.wake();
+}
+
+/** Claims up to `req.claim` ready tasks no other transaction has locked. */
+async function claim(store: PgStore, tx: Tx, req: ExchangeRequest, now: number) {
+  // Each claimed row takes its fencing token as it is read: a row skipped or not returned
+  // leaves a gap in the sequence, which fencing does not mind.
+  const q = store.claimQuery(
+    req,
+    now,
+    null,
+    req.claim,
+    `, nextval('lease_tokens') AS "leaseToken"`,
+  );
+  const rows = await tx.all<ClaimRow & { leaseToken: number }>(
+    `${q.sql} FOR UPDATE SKIP LOCKED`,
+    q.params,
+  );
+  if (rows.length === 0) return [];
+  await tx.applyMany(rows.map((r) => store.prepare(claimChange(r, r.leaseToken, req, now))));
+  return rows.map(({ leaseToken, ...r }) => claimedTask(r, leaseToken, now));
+}
