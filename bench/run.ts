@@ -100,15 +100,21 @@ async function stopWorker(child: ChildProcess): Promise<void> {
   await exited;
 }
 
+/**
+ * Resolves once none of `ids` is active. One query per poll whatever their number: on
+ * PostgreSQL a query per workstream every few milliseconds would itself load the server.
+ */
 async function waitSettled(store: Store, ids: string[], timeoutMs = 300_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  let pending = [...ids];
-  while (pending.length > 0) {
-    if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${pending.length} workstreams`);
-    const states = await Promise.all(pending.map((id) => store.getWorkstream(id)));
-    pending = pending.filter((_, i) => states[i]!.status === "active");
-    if (pending.length > 0) await sleep(5);
+  const waiting = new Set(ids);
+  while (waiting.size > 0) {
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${waiting.size} workstreams`);
+    }
+    for (const ws of await store.listWorkstreams()) {
+      if (ws.status !== "active") waiting.delete(ws.id);
+    }
+    if (waiting.size > 0) await sleep(5);
   }
 }
 
