@@ -58,7 +58,7 @@ describe("validateDefinition: refusals", () => {
     const err = refusal({ name: "research", owner: "me", tasks: [{ id: "a", handler: "h" }] });
     expect(err.message).toBe(
       'invalid workstream definition "research":\n' +
-        '  - unknown key "owner" (allowed: name, onFailure, revive, compensation, breakers, defaults, tasks)',
+        '  - unknown key "owner" (allowed: name, onFailure, revive, compensation, breakers, resources, defaults, tasks)',
     );
   });
 
@@ -369,6 +369,7 @@ describe("validateDefinition: normalization", () => {
       revive: true,
       compensation: { on: ["cancelled"], order: "reverse" },
       breakers: {},
+      resources: {},
       tasks: [
         {
           key: "plan",
@@ -386,6 +387,7 @@ describe("validateDefinition: normalization", () => {
           qualityThreshold: null,
           stallAfterMs: null,
           requires: null,
+          resources: null,
         },
       ],
     });

@@ -8,6 +8,7 @@ import {
   type EntityKind,
   FINAL_WORKSTREAM_STATUSES,
   PATTERN_STATUSES,
+  RESOURCE_STATUSES,
   TASK_STATUSES,
   TERMINAL_TASK_STATUSES,
   TRANSITIONS,
@@ -22,6 +23,7 @@ const STATUSES: Record<EntityKind, readonly string[]> = {
   breaker: BREAKER_STATUSES,
   degradation: ["normal", "degraded"],
   pattern: PATTERN_STATUSES,
+  resource: RESOURCE_STATUSES,
 };
 const KINDS = Object.keys(STATUSES) as EntityKind[];
 
@@ -82,6 +84,14 @@ const EXPECTED: Record<EntityKind, Record<string, string[]>> = {
     active: ["confirmed", "false_positive"],
     confirmed: [],
     false_positive: [],
+  },
+  resource: {
+    // (new) → unavailable: a person takes a resource no task has named yet out of service.
+    "": ["available", "unavailable"],
+    // Self-loops: the limit changed.
+    available: ["available", "exhausted", "unavailable"],
+    exhausted: ["exhausted", "available", "unavailable"],
+    unavailable: ["unavailable", "available"],
   },
 };
 
@@ -176,6 +186,10 @@ describe("transition table", () => {
       "breaker half_open",
       // A move between two degraded levels.
       "degradation degraded",
+      // A resource's limit changed.
+      "resource available",
+      "resource exhausted",
+      "resource unavailable",
     ]);
     for (const kind of KINDS) {
       for (const s of STATUSES[kind]) {

@@ -1,5 +1,5 @@
 import { newId } from "../model/ids.js";
-import type { BreakerRecord, WorkerRecord } from "../model/records.js";
+import type { BreakerRecord, ResourceRecord, WorkerRecord } from "../model/records.js";
 import type { DegradationConfig } from "../recovery/degrade.js";
 import { DEFAULT_PATTERN_CONFIG, type PatternConfig } from "../recovery/patterns.js";
 import { DEFAULT_REVIVAL } from "../recovery/revive.js";
@@ -55,6 +55,14 @@ export interface MonitorOptions {
    * reported stalled (`task_stalled`), unless it sets its own `stallAfter` (default 30 minutes).
    */
   stallAfterMs?: number;
+  /**
+   * Health checks of resources, by name: one that fails (false, or throws) takes its resource out
+   * of service (tasks needing it wait, or take an alternative); once it passes again the
+   * resource is put back. A resource a person took out stays out.
+   */
+  resourceChecks?: ResourceChecks;
+  /** How often the health checks run (default 10 s). */
+  resourceCheckMs?: number;
   id?: string;
   clock?: Clock;
   logger?: Logger;
@@ -78,9 +86,20 @@ export interface SweepResult {
   escalated: string[];
   /** Running tasks reported stalled, or progressing again after a stall. */
   stalls: StallReport[];
+  /** Resources that became exhausted or available again, or that a health check changed. */
+  resources: ResourceRecord[];
   /** Patterns detected, patterns judged, and a degradation change. */
   watch: WatchResult;
 }
+
+/** Health checks of resources, by resource name: true when it works. */
+export type ResourceChecks = Record<string, () => Promise<boolean> | boolean>;
+
+/** Why a health check took a resource out of service; only such a resource is put back by one. */
+const HEALTH_CHECK_REASON = "health check failed";
+
+/** How long a health check may take before it counts as failed. */
+const CHECK_TIMEOUT_MS = 5_000;
 
 /** How long a running task may go without progress before it is reported stalled: 30 minutes. */
 export const DEFAULT_STALL_AFTER_MS = 1_800_000;
@@ -107,6 +126,9 @@ export class Monitor {
   private readonly revival: RevivalOptions | null;
   private readonly escalateAfterMs: number;
   private readonly stallAfterMs: number;
+  private readonly resourceChecks: ResourceChecks;
+  private readonly resourceCheckMs: number;
+  private nextResourceCheck = 0;
   private readonly watch: Watch;
   private timer: TimerHandle | null = null;
   private stopped = true;
@@ -132,6 +154,8 @@ export class Monitor {
     this.revival = options.revival === false ? null : { ...DEFAULT_REVIVAL, ...options.revival };
     this.escalateAfterMs = options.escalateAfterMs ?? 600_000;
     this.stallAfterMs = options.stallAfterMs ?? DEFAULT_STALL_AFTER_MS;
+    this.resourceChecks = options.resourceChecks ?? {};
+    this.resourceCheckMs = options.resourceCheckMs ?? 10_000;
     this.watch = new Watch(this.store, {
       patterns: options.patterns === false ? null : (options.patterns ?? DEFAULT_PATTERN_CONFIG),
       degradation: options.degradation ?? null,
@@ -196,6 +220,7 @@ export class Monitor {
     const revived = this.revival ? await this.store.reviveTasks(this.revival) : [];
     const escalated = await this.store.escalateStale(this.escalateAfterMs);
     const stalls = await this.store.detectStalls(this.stallAfterMs);
+    const resources = [...(await this.checkResources()), ...(await this.store.refreshResources())];
     const watch = await this.watch.sweep(this.clock.now());
     const backup = await this.backupIfDue();
     const result = {
@@ -207,6 +232,7 @@ export class Monitor {
       revived,
       escalated,
       stalls,
+      resources,
       watch,
     };
     for (const t of requeued) {
@@ -230,13 +256,45 @@ export class Monitor {
         expired.length +
         revived.length +
         escalated.length +
-        stalls.length >
+        stalls.length +
+        resources.length >
         0 ||
       watch.patterns.length + watch.judged.length > 0 ||
       watch.degradation !== null ||
       backup !== null;
     if (changed) this.onSweep?.(result);
     return result;
+  }
+
+  /**
+   * Runs the resources' health checks when they are due: a failing check takes its resource out
+   * of service, a passing one puts back a resource a check took out.
+   */
+  private async checkResources(): Promise<ResourceRecord[]> {
+    const now = this.clock.now();
+    const names = Object.keys(this.resourceChecks);
+    if (names.length === 0 || now < this.nextResourceCheck) return [];
+    this.nextResourceCheck = now + this.resourceCheckMs;
+    const current = new Map((await this.store.listResources()).map((r) => [r.id, r]));
+    const changed: ResourceRecord[] = [];
+    for (const name of names) {
+      const { ok, why } = await runCheck(this.resourceChecks[name]!, this.clock);
+      const r = current.get(name);
+      let marked: ResourceRecord | null = null;
+      if (!ok && r?.status !== "unavailable") {
+        marked = await this.store.markResource(name, false, `${HEALTH_CHECK_REASON}: ${why}`, {
+          actor: "monitor",
+        });
+        this.log.warn("resource health check failed", { resource: name, why });
+      } else if (ok && r?.status === "unavailable" && r.reason?.startsWith(HEALTH_CHECK_REASON)) {
+        marked = await this.store.markResource(name, true, "health check passed", {
+          actor: "monitor",
+        });
+        this.log.info("resource healthy again", { resource: name });
+      }
+      if (marked) changed.push(marked);
+    }
+    return changed;
   }
 
   /**
@@ -267,5 +325,27 @@ export class Monitor {
       this.log.error("backup failed", { err: String(err) });
       return null;
     }
+  }
+}
+
+/** Runs one health check, bounded by {@link CHECK_TIMEOUT_MS}: passed, or why not. */
+async function runCheck(
+  check: () => Promise<boolean> | boolean,
+  clock: Clock,
+): Promise<{ ok: boolean; why: string }> {
+  let timer: TimerHandle | undefined;
+  try {
+    const timeout = new Promise<never>((_, reject) => {
+      timer = clock.setTimeout(
+        () => reject(new Error(`no answer within ${CHECK_TIMEOUT_MS} ms`)),
+        CHECK_TIMEOUT_MS,
+      );
+    });
+    const ok = await Promise.race([Promise.resolve().then(check), timeout]);
+    return ok ? { ok: true, why: "" } : { ok: false, why: "it returned false" };
+  } catch (err) {
+    return { ok: false, why: err instanceof Error ? err.message : String(err) };
+  } finally {
+    if (timer !== undefined) clock.clearTimeout(timer);
   }
 }

@@ -55,7 +55,8 @@ type RawTask = Partial<
     | "qualityThreshold"
     | "compensate"
     | "requires"
-    | "stallAfter",
+    | "stallAfter"
+    | "resources",
     unknown
   >
 >;
@@ -92,6 +93,11 @@ function applyHandlerDefaults(spec: WorkstreamSpec, raw: unknown, handlers: Hand
     }
     if (recovery.stallAfterMs !== undefined && unset(written, "stallAfter")) {
       task.stallAfterMs = recovery.stallAfterMs;
+    }
+    if (recovery.resources !== undefined && unset(written, "resources")) {
+      task.resources = recovery.resources;
+      for (const need of task.resources ?? [])
+        for (const name of need) spec.resources[name] ??= null;
     }
     if (written.compensate === undefined) {
       task.compensation = compensationSpecOf(task.handler, handler);

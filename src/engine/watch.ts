@@ -128,7 +128,7 @@ export class Watch {
         handler: o.handler,
         ok,
         ...(o.category === null ? {} : { category: o.category }),
-        keys: o.breaker === null ? [] : [`breaker:${o.breaker}`],
+        keys: keysOf(o),
         ...(durationMs === null ? {} : { durationMs }),
       });
     }
@@ -181,8 +181,15 @@ export class Watch {
       } else if (p.action.kind === "degrade") {
         await this.degradeEarly(p, now, result);
       } else if (p.action.kind === "mark_unhealthy") {
-        // Resources are not in the store yet: the pattern and its event are the signal.
-        this.options.log.warn("resource looks unhealthy", { resource: p.action.resource });
+        const marked = await this.store.markResource(
+          p.action.resource,
+          false,
+          `${p.detector} pattern: ${p.message}`,
+          { actor: "monitor" },
+        );
+        if (marked) {
+          this.options.log.warn("resource marked unavailable", { resource: p.action.resource });
+        }
       }
     }
   }
@@ -289,4 +296,15 @@ export async function poolPressure(store: Store): Promise<number | null> {
   }
   if (slots === 0) return running + queued > 0 ? 1 : null;
   return Math.min(1, running / slots);
+}
+
+/** What a pattern may be about besides the handler: the breaker and resources of the task. */
+function keysOf(o: TaskOutcome): string[] {
+  const keys = o.breaker === null ? [] : [`breaker:${o.breaker}`];
+  if (o.resources !== null) {
+    for (const r of new Set((JSON.parse(o.resources) as string[][]).flat())) {
+      keys.push(`resource:${r}`);
+    }
+  }
+  return keys;
 }

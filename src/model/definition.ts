@@ -16,6 +16,7 @@ import type {
   CompensationPolicy,
   CompensationSpec,
   FallbackPlan,
+  ResourceConfig,
   RetryPolicy,
   RetryRule,
   TaskSpec,
@@ -193,6 +194,31 @@ const requiresSchema = z.array(
   },
 );
 
+/** A resource's name: as a capability's (letters, digits, `.`, `_`, `-`). */
+const resourceNameSchema = z.string().superRefine((name, ctx) => {
+  const problem = capabilityProblem(name);
+  if (problem) {
+    ctx.addIssue({
+      code: "custom",
+      message: problem.replace(/capability/g, "resource"),
+      input: name,
+    });
+  }
+});
+
+/**
+ * What a task must hold to run: each entry is a resource, or `{ oneOf: [a, b] }` to take the
+ * first of them that is available with a free slot (the others are alternatives).
+ */
+const resourceNeedsSchema = z.array(
+  z.union([resourceNameSchema, z.strictObject({ oneOf: z.array(resourceNameSchema).min(1) })]),
+);
+
+/** A resource's settings in a definition's `resources`. */
+const resourceSchema = z.strictObject({
+  maxHolders: z.number().int().min(1).max(1_000_000),
+});
+
 const fallbackOptionSchema = z.strictObject({
   handler: z.string().min(1),
   on: z.array(z.enum(FAILURE_CATEGORIES)).optional(),
@@ -242,6 +268,7 @@ const taskSchema = z.strictObject({
   qualityThreshold: qualitySchema.optional(),
   requires: requiresSchema.optional(),
   stallAfter: durationSchema(1).optional(),
+  resources: resourceNeedsSchema.optional(),
 });
 
 const defaultsSchema = z.strictObject({
@@ -254,6 +281,7 @@ const defaultsSchema = z.strictObject({
   qualityThreshold: qualitySchema.optional(),
   requires: requiresSchema.optional(),
   stallAfter: durationSchema(1).optional(),
+  resources: resourceNeedsSchema.optional(),
 });
 
 /** The schema of a workstream definition file (structure only; see {@link validateDefinition}). */
@@ -270,6 +298,7 @@ export const workstreamDefinitionSchema = z.strictObject({
     })
     .optional(),
   breakers: z.record(breakerNameSchema, breakerSchema).optional(),
+  resources: z.record(resourceNameSchema, resourceSchema).optional(),
   defaults: defaultsSchema.optional(),
   tasks: z
     .array(taskSchema)
@@ -288,6 +317,7 @@ const handlerRecoverySchema = z.object({
   qualityThreshold: qualitySchema.optional(),
   requires: requiresSchema.optional(),
   stallAfter: durationSchema(1).optional(),
+  resources: resourceNeedsSchema.optional(),
 });
 
 /** A handler's recovery settings, validated and normalized (absent ones are left out). */
@@ -299,6 +329,8 @@ export interface HandlerRecovery {
   /** Sorted, without repeats; null for an empty list (no requirement). */
   requires?: string[] | null;
   stallAfterMs?: number;
+  /** Normalized as a task's (see {@link normalizeResourceNeeds}); null for an empty list. */
+  resources?: string[][] | null;
 }
 
 /**
@@ -329,7 +361,27 @@ export function normalizeHandlerRecovery(name: string, def: object): HandlerReco
   if (d.qualityThreshold !== undefined) out.qualityThreshold = d.qualityThreshold;
   if (d.requires !== undefined) out.requires = normalizeCapabilities(d.requires);
   if (d.stallAfter !== undefined) out.stallAfterMs = d.stallAfter;
+  if (d.resources !== undefined) out.resources = normalizeResourceNeeds(d.resources);
   return out;
+}
+
+/**
+ * Resource needs in their stored form: each need a list of resources in order of preference
+ * (repeats dropped), needs that repeat another dropped; null for none.
+ */
+export function normalizeResourceNeeds(
+  needs: readonly (string | { oneOf: readonly string[] })[],
+): string[][] | null {
+  const out: string[][] = [];
+  const seen = new Set<string>();
+  for (const need of needs) {
+    const options = [...new Set(typeof need === "string" ? [need] : need.oneOf)];
+    const key = JSON.stringify(options);
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push(options);
+  }
+  return out.length === 0 ? null : out;
 }
 
 /** Fallbacks as written: a list of options (tried in order), or `{ selector, options }`. */
@@ -616,6 +668,7 @@ function normalize(def: ParsedDefinition, inputs: readonly (string | undefined)[
       qualityThreshold: task.qualityThreshold ?? defaults.qualityThreshold ?? null,
       requires: normalizeCapabilities(task.requires ?? defaults.requires ?? []),
       stallAfterMs: task.stallAfter ?? defaults.stallAfter ?? null,
+      resources: normalizeResourceNeeds(task.resources ?? defaults.resources ?? []),
     };
   });
   const breakers: Record<string, BreakerConfig | null> = {};
@@ -634,8 +687,22 @@ function normalize(def: ParsedDefinition, inputs: readonly (string | undefined)[
     revive: def.revive ?? true,
     compensation: { ...DEFAULT_COMPENSATION, ...def.compensation },
     breakers,
+    resources: resourcesOf(tasks, def.resources ?? {}),
     tasks,
   };
+}
+
+/** Every resource the tasks need, with the settings the definition gives (null: none given). */
+export function resourcesOf(
+  tasks: readonly Pick<TaskSpec, "resources">[],
+  written: Record<string, ResourceConfig>,
+): Record<string, ResourceConfig | null> {
+  const resources: Record<string, ResourceConfig | null> = {};
+  for (const task of tasks) {
+    for (const need of task.resources ?? []) for (const name of need) resources[name] = null;
+  }
+  for (const [name, config] of Object.entries(written)) resources[name] = { ...config };
+  return resources;
 }
 
 /** When a workstream compensates unless it says otherwise: when a person cancels it. */

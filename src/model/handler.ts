@@ -102,6 +102,11 @@ export interface TaskDefinition<I = unknown, O = unknown> {
    */
   stallAfter?: string | number;
   /**
+   * Resources tasks of this handler must hold while they run, as in a definition's task:
+   * `["git_repo_write", { oneOf: ["api-a", "api-b"] }]`.
+   */
+  resources?: (string | { oneOf: string[] })[];
+  /**
    * Undoes a completed task's effects when its workstream is compensated. Workers register it as
    * the handler `<name>:compensate`; tasks of this handler whose definition sets no `compensate`
    * use it.

@@ -10,6 +10,7 @@ import type {
   BreakerStatus,
   EntityKind,
   PatternStatus,
+  ResourceStatus,
   TaskStatus,
   WorkerStatus,
   WorkstreamStatus,
@@ -181,6 +182,18 @@ export interface WorkerRecord {
   status: WorkerStatus;
   startedAt: number;
   heartbeatAt: number;
+}
+
+/** A named capacity tasks hold while they run (e.g. `git_repo_write`, one holder). */
+export interface ResourceRecord {
+  id: string;
+  status: ResourceStatus;
+  /** Most tasks that may hold it at once. */
+  maxHolders: number;
+  /** Why it is unavailable or exhausted, or why its limit last changed; null when nothing says. */
+  reason: string | null;
+  createdAt: number;
+  updatedAt: number;
 }
 
 /** What an operator asked a worker to do. */

@@ -111,6 +111,17 @@ export interface TaskSpec {
    * `task_stalled`, in ms; null for the monitor's default (30 minutes).
    */
   stallAfterMs: number | null;
+  /**
+   * Resources the task must hold to run: each need is met by one of its resources, the first in
+   * order that is available with a free slot (the rest are alternatives); null for none.
+   */
+  resources: string[][] | null;
+}
+
+/** A resource's settings (a named capacity). */
+export interface ResourceConfig {
+  /** Most tasks that may hold it at once. */
+  maxHolders: number;
 }
 
 /** What the rest of a workstream does after a critical task fails for good. */
@@ -128,5 +139,10 @@ export interface WorkstreamSpec {
    * for a breaker named without settings (it keeps the ones it has, or gets the defaults).
    */
   breakers: Record<string, BreakerConfig | null>;
+  /**
+   * The resources its tasks need: the settings the definition gives, or null for one named
+   * without settings (it keeps its limit, or is created with one holder).
+   */
+  resources: Record<string, ResourceConfig | null>;
   tasks: TaskSpec[];
 }

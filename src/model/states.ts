@@ -57,6 +57,14 @@ export type BreakerStatus = (typeof BREAKER_STATUSES)[number];
 export const PATTERN_STATUSES = ["active", "confirmed", "false_positive"] as const;
 export type PatternStatus = (typeof PATTERN_STATUSES)[number];
 
+/**
+ * A resource is `available`; `exhausted` while every slot is held and tasks wait for one (the
+ * monitor says so; claims go on as slots free); `unavailable` when a person, a health check or a
+ * failure pattern took it out of service: tasks needing it wait, or take an alternative.
+ */
+export const RESOURCE_STATUSES = ["available", "exhausted", "unavailable"] as const;
+export type ResourceStatus = (typeof RESOURCE_STATUSES)[number];
+
 /** The kinds of entity whose state changes are recorded in the transition log. */
 export const ENTITY_KINDS = [
   "workstream",
@@ -65,6 +73,7 @@ export const ENTITY_KINDS = [
   "breaker",
   "degradation",
   "pattern",
+  "resource",
 ] as const;
 export type EntityKind = (typeof ENTITY_KINDS)[number];
 
@@ -87,6 +96,7 @@ export type EntityKind = (typeof ENTITY_KINDS)[number];
  * - task `failed → failed`: escalated, automatic recovery having had its time.
  * - task `running → running`: the monitor reports it stalled (no progress for its threshold), or
  *   progressing again after a stall.
+ * - resource self-loops: its limit changed.
  */
 export const TRANSITIONS = {
   task: {
@@ -138,6 +148,12 @@ export const TRANSITIONS = {
     active: ["confirmed", "false_positive"],
     confirmed: [],
     false_positive: [],
+  },
+  resource: {
+    "": ["available", "unavailable"],
+    available: ["available", "exhausted", "unavailable"],
+    exhausted: ["exhausted", "available", "unavailable"],
+    unavailable: ["unavailable", "available"],
   },
 } as const satisfies Record<EntityKind, Record<string, readonly string[]>>;
 

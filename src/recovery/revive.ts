@@ -3,7 +3,7 @@
  * cleared so that running it again can succeed. Pure; the monitor's sweep feeds it the failed
  * tasks and what it knows about their breakers.
  */
-import type { BreakerRecord, TaskRecord } from "../model/records.js";
+import type { BreakerRecord, ResourceRecord, TaskRecord } from "../model/records.js";
 
 /** How strongly each kind of evidence says a new attempt can succeed. */
 export const REVIVAL_CONFIDENCE = {
@@ -11,6 +11,11 @@ export const REVIVAL_CONFIDENCE = {
   breakerClosed: 0.9,
   /** The window a rate limit asked for has passed. */
   rateLimitPassed: 0.7,
+  /**
+   * The resources the task needs are all in service again after one was taken out (or was
+   * exhausted) when it failed for lack of resources.
+   */
+  resourceAvailable: 0.8,
   /**
    * The task's breaker is half-open and nothing else is waiting to probe it: the task runs as a
    * probe (otherwise a breaker whose tasks all failed would never be probed, nor close).
@@ -43,6 +48,9 @@ export function revivalEvidence(
   rateLimitWindowMs: number,
   /** Probes a half-open breaker still wants (its probe limit less its tasks queued or running). */
   probeSlots = 0,
+  /** The resources the task needs, as stored now. */
+  resources: ReadonlyMap<string, Pick<ResourceRecord, "status" | "updatedAt">> = new Map(),
+  needs: Pick<TaskRecord, "resources">["resources"] = null,
 ): RevivalEvidence | null {
   const failure = task.lastError;
   if (task.status !== "failed" || !failure?.recoverable || failure.category === "worker_lost") {
@@ -60,6 +68,17 @@ export function revivalEvidence(
       cause: `breaker ${breaker.id} is half-open: revived as a probe`,
       confidence: REVIVAL_CONFIDENCE.halfOpenProbe,
     };
+  }
+  if (failure.category === "resource_exhausted" && needs !== null) {
+    // Each need has a resource in service, and one of them came back since the task failed.
+    const usable = needs.map((need) => need.find((r) => resources.get(r)?.status === "available"));
+    const back = usable.some((r) => r && resources.get(r)!.updatedAt > task.updatedAt);
+    if (usable.every((r) => r !== undefined) && back) {
+      return {
+        cause: `resource ${usable.join(", ")} available again`,
+        confidence: REVIVAL_CONFIDENCE.resourceAvailable,
+      };
+    }
   }
   if (failure.category === "rate_limited") {
     const waitMs = Math.max(failure.retryAfterMs ?? 0, rateLimitWindowMs);

@@ -121,8 +121,7 @@ const CHECKS: Check[] = [
   },
   {
     name: "terminal-holds-nothing",
-    description:
-      "a task in a terminal state holds no lease (resources, the other thing it could hold, arrive with a later issue)",
+    description: "a task that is not running holds no lease and no resource (invariant 6)",
     run: checkTerminal,
   },
   {
@@ -285,16 +284,25 @@ async function checkCycles({ tasks }: Inputs): Promise<Violation[]> {
 }
 
 async function checkTerminal({ tasks }: Inputs): Promise<Violation[]> {
-  return (await tasks())
-    .filter(
-      (t) =>
-        TERMINAL_TASK_STATUSES.has(t.status) &&
-        (t.leaseToken !== null || t.leaseWorker !== null || t.leaseExpiresAt !== null),
-    )
-    .map((t) => ({
-      message: `task ${t.id} is ${t.status} but still holds lease ${t.leaseToken ?? "?"} (worker ${t.leaseWorker ?? "?"})`,
-      ids: [t.id, ...(t.leaseWorker ? [t.leaseWorker] : [])],
-    }));
+  const violations: Violation[] = [];
+  for (const t of await tasks()) {
+    if (
+      TERMINAL_TASK_STATUSES.has(t.status) &&
+      (t.leaseToken !== null || t.leaseWorker !== null || t.leaseExpiresAt !== null)
+    ) {
+      violations.push({
+        message: `task ${t.id} is ${t.status} but still holds lease ${t.leaseToken ?? "?"} (worker ${t.leaseWorker ?? "?"})`,
+        ids: [t.id, ...(t.leaseWorker ? [t.leaseWorker] : [])],
+      });
+    }
+    if (t.status !== "running" && t.held !== null) {
+      violations.push({
+        message: `task ${t.id} is ${t.status} but still holds ${t.held.join(", ")}`,
+        ids: [t.id, ...t.held],
+      });
+    }
+  }
+  return violations;
 }
 
 /** Actors that are the engine itself; any other actor is a person. */

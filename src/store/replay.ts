@@ -2,6 +2,7 @@ import type {
   BreakerRecord,
   DegradationRecord,
   PatternRecord,
+  ResourceRecord,
   TaskRecord,
   TransitionRecord,
   WorkerRecord,
@@ -20,6 +21,7 @@ export interface StateSnapshot {
   breakers: Record<string, Partial<BreakerRecord>>;
   degradation: Record<string, Partial<DegradationRecord>>;
   patterns: Record<string, Partial<PatternRecord>>;
+  resources: Record<string, Partial<ResourceRecord>>;
 }
 
 /** Where each entity kind lives in a {@link StateSnapshot} (its table's name). */
@@ -30,6 +32,7 @@ export const SNAPSHOT_KEYS: Record<EntityKind, keyof StateSnapshot> = {
   breaker: "breakers",
   degradation: "degradation",
   pattern: "patterns",
+  resource: "resources",
 };
 
 /**
@@ -44,6 +47,7 @@ export const LIVENESS = {
   breaker: ["failures", "successes", "window"],
   degradation: [],
   pattern: [],
+  resource: [],
 } as const satisfies Record<EntityKind, readonly string[]>;
 
 /**
@@ -123,6 +127,7 @@ export const REPLAY_DEFAULTS: Record<EntityKind, Record<string, unknown>> = {
   breaker: {},
   degradation: {},
   pattern: {},
+  resource: {},
 };
 
 /** Replay builds records from patches; fills the fields no patch set so they compare equal. */

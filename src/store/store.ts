@@ -4,6 +4,7 @@ import type {
   DegradationRecord,
   InterventionRecord,
   PatternRecord,
+  ResourceRecord,
   Severity,
   TaskRecord,
   TransitionRecord,
@@ -81,6 +82,14 @@ export type DegradationView = Pick<
   DegradationRecord,
   "level" | "name" | "quality" | "capabilities"
 >;
+
+/** A resource as people see it: its record, and how many tasks hold it and wait for it. */
+export type ResourceView = ResourceRecord & {
+  /** Running tasks holding it now. */
+  holders: number;
+  /** Queued tasks that need it (it may be one of their alternatives). */
+  waiting: number;
+};
 
 /** A failed task the monitor queued again because its cause cleared. */
 export interface Revival {
@@ -216,6 +225,8 @@ export interface TaskOutcome {
   category: FailureCategory | null;
   handler: string;
   breaker: string | null;
+  /** The resources the task needs (JSON, as stored), or null. */
+  resources: string | null;
 }
 
 /** Filter for the transition log (and so for events). */
@@ -551,6 +562,29 @@ export interface Store {
    * {@link Store.requestWorkerShutdown}).
    */
   requestWorkerRestart(workerId: string, who: Actor): Promise<WorkerRecord>;
+
+  // -------------------------------------------------------------- resources
+
+  /** Every resource with its holders and waiting tasks, by name. */
+  listResources(): Promise<ResourceView[]>;
+  /**
+   * A person sets a resource's limit (an intervention); a resource no task named yet is created.
+   * Tasks already holding it keep their holds; a lower limit takes effect as they end.
+   */
+  setResourceLimit(id: string, maxHolders: number, who: Actor): Promise<ResourceRecord>;
+  /**
+   * Takes a resource out of service or puts it back: by a person (an intervention), a health
+   * check or a failure pattern (`who` just an actor). Tasks needing an unavailable resource
+   * wait, or take an alternative their definition allows. Null when it already was so.
+   */
+  markResource(
+    id: string,
+    available: boolean,
+    reason: string,
+    who: Actor | { actor: string },
+  ): Promise<ResourceRecord | null>;
+  /** The monitor marks resources exhausted while tasks wait on all their slots, and back. */
+  refreshResources(): Promise<ResourceRecord[]>;
 
   /** Calls `fn` soon after another process may have queued work; returns an unsubscribe. */
   onWake(fn: () => void): () => void;

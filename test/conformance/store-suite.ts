@@ -10,6 +10,7 @@ import { validateDefinition } from "../../src/model/definition.js";
 import type { ClaimedTask, Store } from "../../src/store/store.js";
 import { DEFAULT_REVIVAL } from "../../src/recovery/revive.js";
 import { spec, statusesByKey } from "../helpers/specs.js";
+import { describeResourceConformance } from "./resources-suite.js";
 import { describeWorkerConformance } from "./workers-suite.js";
 import {
   byKey,
@@ -67,6 +68,7 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
 
   describe(`store conformance: ${name}`, () => {
     describeWorkerConformance(setup);
+    describeResourceConformance(setup);
 
     describe("submit", () => {
       it("writes the workstream and its tasks: no deps → queued, deps → pending", async () => {

@@ -36,6 +36,9 @@ const PG_DIALECT: SqlDialect = {
     `(CASE (${column}::jsonb #> '{${path.join(",")}}') WHEN 'true'::jsonb THEN 1 WHEN 'false'::jsonb THEN 0 END)`,
   inArray: (column) => `${column} = ANY(?::text[])`,
   jsonSubsetOf: (column) => `${column}::jsonb <@ ?::jsonb`,
+  needsMet: (column) =>
+    `NOT EXISTS (SELECT 1 FROM jsonb_array_elements(${column}::jsonb) AS need WHERE NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(need) AS r WHERE r.value <> ALL (ARRAY(SELECT jsonb_array_elements_text(?::jsonb)))))`,
+  lockRows: " FOR UPDATE",
   arrayParam: (values) => values,
   jsonRows: (alias, columns) =>
     `json_to_recordset(?::json) AS ${alias}(${columns.map(([c, t]) => `${c} ${t}`).join(", ")})`,
@@ -155,6 +158,15 @@ export class PgStore extends SqlStore {
   ): Promise<T> {
     const client = await this.pool.connect();
     let broken: Error | undefined;
+    // The pool listens for a client's errors only while it is idle. A connection the server ends
+    // while it is checked out here (pg_terminate_backend, a restart, a network failure) would
+    // emit an 'error' nobody handles, which kills the process. The failure reaches this
+    // transaction through its next statement anyway; the listener keeps it, so the connection is
+    // released as broken and the pool drops it, even when it broke after the COMMIT.
+    const onError = (err: Error) => {
+      broken ??= err;
+    };
+    client.on("error", onError);
     try {
       // One round trip: the simple protocol runs both statements.
       await client.query(this.begin[mode]);
@@ -170,6 +182,7 @@ export class PgStore extends SqlStore {
       }
       throw err;
     } finally {
+      client.off("error", onError);
       client.release(broken);
     }
   }
@@ -411,6 +424,12 @@ export class PgStore extends SqlStore {
  */
 async function migrate(pool: pg.Pool, location: PgLocation): Promise<void> {
   const client = await pool.connect();
+  // As in a transaction: a connection ended meanwhile fails the next statement, not the process.
+  let broken: Error | undefined;
+  const onError = (err: Error) => {
+    broken ??= err;
+  };
+  client.on("error", onError);
   try {
     await client.query("BEGIN");
     await client.query("SELECT pg_advisory_xact_lock($1, $2)", [
@@ -437,7 +456,8 @@ async function migrate(pool: pg.Pool, location: PgLocation): Promise<void> {
     await client.query("ROLLBACK").catch(() => undefined);
     throw err;
   } finally {
-    client.release();
+    client.off("error", onError);
+    client.release(broken);
   }
 }
 

@@ -28,6 +28,7 @@ import {
   judgeQuality,
 } from "../sql/outcomes.js";
 import { rowToDegradation } from "../sql/codec.js";
+import { allocateClaims, claimBlocked } from "../sql/resources.js";
 import { normalRecord } from "../sql/signals.js";
 import { SATISFIED_SQL, type PreparedChange, type Tx } from "../sql/tx.js";
 import type { PgStore } from "./PgStore.js";
@@ -59,10 +60,11 @@ async function settleAndClaim(
   const actor = `worker:${req.workerId}`;
   // The degradation level for handlers, and whether a breaker is to move to half-open or is
   // probing (its probes are counted one claim at a time): one round trip.
-  const state = await tx.get<Record<string, unknown> & { probing: number }>(
+  const state = await tx.get<Record<string, unknown> & { probing: number; resources: number }>(
     `SELECT d.*, (SELECT COUNT(*) FROM (SELECT 1 FROM breakers
                     WHERE status = 'half_open' OR (status = 'open' AND forced = 0 AND open_until <= ?)
-                    LIMIT 1) AS b) AS probing
+                    LIMIT 1) AS b) AS probing,
+       (SELECT COUNT(*) FROM (SELECT 1 FROM resources LIMIT 1) AS r) AS resources
      FROM (SELECT 1) AS one LEFT JOIN degradation d ON d.id = 'system'`,
     [now],
   );
@@ -102,7 +104,7 @@ async function settleAndClaim(
     const done = completions.map((p) => p.change.id).filter((id) => withDependents.has(id));
     await queueReadyDependents(store, tx, done, actor);
   }
-  const claimed = req.claim > 0 ? await claim(store, tx, req, now) : [];
+  const claimed = req.claim > 0 ? await claim(store, tx, req, now, state!.resources > 0) : [];
   // A workstream this exchange claimed from is still running: no need to look.
   for (const t of claimed) workstreams.delete(t.workstreamId);
   if (workstreams.size > 0) await settleWorkstreams(tx, [...workstreams].sort(), actor);
@@ -175,7 +177,14 @@ async function queueReadyDependents(
 }
 
 /** Claims up to `req.claim` ready tasks no other transaction has locked. */
-async function claim(store: PgStore, tx: Tx, req: ExchangeRequest, now: number) {
+async function claim(
+  store: PgStore,
+  tx: Tx,
+  req: ExchangeRequest,
+  now: number,
+  resources: boolean,
+) {
+  const blocked = resources ? await claimBlocked(tx) : [];
   // Each claimed row takes its fencing token as it is read: a row skipped or not returned
   // leaves a gap in the sequence, which fencing does not mind.
   const q = store.claimQuery(
@@ -183,6 +192,7 @@ async function claim(store: PgStore, tx: Tx, req: ExchangeRequest, now: number) 
     now,
     null,
     req.claim,
+    blocked,
     `, nextval('lease_tokens') AS "leaseToken"`,
   );
   const rows = await tx.all<ClaimRow & { leaseToken: number }>(
@@ -190,6 +200,9 @@ async function claim(store: PgStore, tx: Tx, req: ExchangeRequest, now: number) 
     q.params,
   );
   if (rows.length === 0) return [];
-  await tx.applyMany(rows.map((r) => store.prepare(claimChange(r, r.leaseToken, req, now))));
-  return rows.map(({ leaseToken, ...r }) => claimedTask(r, leaseToken, now));
+  const { claimed } = await allocateClaims(tx, rows, req.claim);
+  await tx.applyMany(
+    claimed.map((c) => store.prepare(claimChange(c.task, c.task.leaseToken, req, now, c))),
+  );
+  return claimed.map(({ task: { leaseToken, ...r } }) => claimedTask(r, leaseToken, now));
 }

@@ -211,7 +211,7 @@ export const PG_MIGRATIONS: readonly string[] = [
   `,
 
   // v2 (SQLite v5): workers' capabilities and operator control; tasks' required capabilities,
-  // resources and stall detection; resources and who holds them.
+  // resources and stall detection; resources (a running task's `held` says what it holds).
   `
   ALTER TABLE workers ADD COLUMN capabilities text NOT NULL DEFAULT '[]';
   ALTER TABLE workers ADD COLUMN supervised bigint NOT NULL DEFAULT 0;
@@ -233,11 +233,5 @@ export const PG_MIGRATIONS: readonly string[] = [
     updated_at bigint NOT NULL
   );
 
-  CREATE TABLE resource_holds (
-    resource_id text NOT NULL,
-    task_id text NOT NULL,
-    PRIMARY KEY (resource_id, task_id)
-  );
-  CREATE INDEX resource_holds_task ON resource_holds(task_id);
   `,
 ];

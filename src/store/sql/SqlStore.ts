@@ -8,6 +8,7 @@ import type {
   DegradationRecord,
   InterventionRecord,
   PatternRecord,
+  ResourceRecord,
   TaskRecord,
   TransitionRecord,
   WorkerControl,
@@ -54,6 +55,7 @@ import type {
   RecoveryOptions,
   RepairOptions,
   RepairOutcome,
+  ResourceView,
   RetryOverrides,
   Revival,
   RevivalOptions,
@@ -113,6 +115,14 @@ import {
   judgeQuality,
 } from "./outcomes.js";
 import { repairState } from "./repair.js";
+import {
+  allocateClaims,
+  claimBlocked,
+  listResources,
+  markResource,
+  refreshResources,
+  setResourceLimit,
+} from "./resources.js";
 import { detectStalls } from "./stalls.js";
 import { reviveTasks } from "./revival.js";
 import {
@@ -264,6 +274,11 @@ export abstract class SqlStore implements Store {
     throw new MendError("internal", "dry run did not roll back");
   }
 
+  /** Runs `fn` in one read-only transaction that sees one consistent state. @internal */
+  read<T>(fn: (q: Queryable) => Promise<T>): Promise<T> {
+    return this.transaction("read", fn);
+  }
+
   /** Prepares a transition (no database needed), with the write statement for its fields. @internal */
   prepare(c: Change): PreparedChange {
     return prepareChange(c, this.clock.now(), (fields) => {
@@ -302,9 +317,10 @@ export abstract class SqlStore implements Store {
     actor = "engine",
   ): Promise<{ workstreamId: string; taskIds: string[] }> {
     const created = prepareCreation(this, spec, actor, SUBMITTED);
-    // New rows only, beside workers' exchanges; a breaker it names may be created or changed,
-    // which other writers must not see half done.
-    const mode = Object.keys(spec.breakers).length === 0 ? "shared" : "write";
+    // New rows only, beside workers' exchanges; a breaker or resource it names may be created or
+    // changed, which other writers must not see half done.
+    const named = Object.keys(spec.breakers).length + Object.keys(spec.resources).length;
+    const mode = named === 0 ? "shared" : "write";
     await this.write((tx) => insertCreation(tx, created), mode);
     return { workstreamId: created.workstreamId, taskIds: created.taskIds };
   }
@@ -382,14 +398,16 @@ export abstract class SqlStore implements Store {
    * satisfied, with no breaker or a closed one (`gate` null), or of one half-open breaker (`gate`
    * its name), best first. Only the columns a worker needs: reading and decoding whole rows is
    * most of a claim's cost. The dependency check guards invariant 7 even when an operator
-   * reopened a dependency after its dependents were queued. `extra` adds select-list columns.
-   * @internal
+   * reopened a dependency after its dependents were queued. Tasks needing resources are left out
+   * when every choice of one of their needs is `blocked` (see {@link claimBlocked}). `extra` adds
+   * select-list columns. @internal
    */
   claimQuery(
     req: ExchangeRequest,
     now: number,
     gate: string | null,
     limit: number,
+    blocked: readonly string[],
     extra = "",
   ): { sql: string; params: unknown[] } {
     const breaker =
@@ -397,9 +415,10 @@ export abstract class SqlStore implements Store {
         ? "(breaker IS NULL OR NOT EXISTS (SELECT 1 FROM breakers b WHERE b.id = tasks.breaker AND b.status <> 'closed'))"
         : "breaker = ?";
     const sql = `SELECT id, workstream_id AS "workstreamId", key, handler, input, attempts, timeout_ms AS "timeoutMs", idempotency_key AS "idempotencyKey",
-         created_at + deadline_ms AS "deadlineAt"${extra}
+         created_at + deadline_ms AS "deadlineAt", resources${extra}
        FROM tasks WHERE status = 'queued' AND run_at <= ? AND ${this.dialect.inArray("handler")}
          AND (tasks.requires IS NULL OR ${this.dialect.jsonSubsetOf("tasks.requires")})
+         AND (tasks.resources IS NULL OR ${this.dialect.needsMet("tasks.resources")})
          AND (deadline_ms IS NULL OR created_at + deadline_ms > ?)
          AND ${breaker}
          AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.dep_id WHERE d.task_id = tasks.id AND NOT ${SATISFIED_SQL})
@@ -408,6 +427,7 @@ export abstract class SqlStore implements Store {
       now,
       this.dialect.arrayParam(req.handlers),
       capabilitiesParam(req.capabilities),
+      JSON.stringify(blocked),
       now,
     ];
     if (gate !== null) params.push(gate);
@@ -418,7 +438,8 @@ export abstract class SqlStore implements Store {
   private async claim(tx: Tx, req: ExchangeRequest): Promise<ClaimedTask[]> {
     const now = tx.now();
     await openDueProbes(tx, `worker:${req.workerId}`);
-    const closed = this.claimQuery(req, now, null, req.claim);
+    const blocked = await claimBlocked(tx);
+    const closed = this.claimQuery(req, now, null, req.claim, blocked);
     const rows = await tx.all<ClaimRow>(closed.sql, closed.params);
     // Half-open breakers let a few probes through: at most their limit running at once.
     if (rows.length < req.claim) {
@@ -427,19 +448,20 @@ export abstract class SqlStore implements Store {
         if (want === 0) break;
         const slots = probeSlots(b.config, await runningProbes(tx, b));
         if (slots === 0) continue;
-        const probe = this.claimQuery(req, now, b.id, Math.min(slots, want));
+        const probe = this.claimQuery(req, now, b.id, Math.min(slots, want), blocked);
         rows.push(...(await tx.all<ClaimRow>(probe.sql, probe.params)));
       }
     }
     if (rows.length === 0) return [];
-    const tokens = await this.leaseTokens(tx, rows.length);
-    const claimed: ClaimedTask[] = [];
-    for (let i = 0; i < rows.length; i++) {
-      const r = rows[i]!;
-      await tx.transition(claimChange(r, tokens[i]!, req, now));
-      claimed.push(claimedTask(r, tokens[i]!, now));
+    const { claimed } = await allocateClaims(tx, rows, req.claim);
+    const tokens = await this.leaseTokens(tx, claimed.length);
+    const out: ClaimedTask[] = [];
+    for (let i = 0; i < claimed.length; i++) {
+      const c = claimed[i]!;
+      await tx.transition(claimChange(c.task, tokens[i]!, req, now, c));
+      out.push(claimedTask(c.task, tokens[i]!, now));
     }
-    return claimed;
+    return out;
   }
 
   /**
@@ -869,7 +891,7 @@ export abstract class SqlStore implements Store {
       `SELECT r.seq, r.at, r.entity_id AS "taskId", r.workstream_id AS "workstreamId",
          CASE WHEN r.event = 'task_started' THEN 'started'
               WHEN r.event IN (${sqlList(COMPLETION_EVENTS)}) THEN 'ok' ELSE 'failed' END AS kind,
-         ${this.dialect.jsonText("r.detail", ["failure", "category"])} AS category, t.handler, t.breaker
+         ${this.dialect.jsonText("r.detail", ["failure", "category"])} AS category, t.handler, t.breaker, t.resources
        FROM transitions r JOIN tasks t ON t.id = r.entity_id
        WHERE r.seq > ? AND r.entity = 'task'
          AND r.event IN (${starts ? "'task_started', " : ""}${sqlList(COMPLETION_EVENTS)}, ${sqlList(FAILED_ATTEMPT_EVENTS)})
@@ -1123,6 +1145,29 @@ export abstract class SqlStore implements Store {
 
   async detectStalls(defaultStallAfterMs: number): Promise<StallReport[]> {
     return detectStalls(this, defaultStallAfterMs);
+  }
+
+  // ---------------------------------------------------------------- resources
+
+  async listResources(): Promise<ResourceView[]> {
+    return listResources(this);
+  }
+
+  async setResourceLimit(id: string, maxHolders: number, who: Actor): Promise<ResourceRecord> {
+    return setResourceLimit(this, id, maxHolders, who);
+  }
+
+  async markResource(
+    id: string,
+    available: boolean,
+    reason: string,
+    who: Actor | { actor: string },
+  ): Promise<ResourceRecord | null> {
+    return markResource(this, id, available, reason, who);
+  }
+
+  async refreshResources(): Promise<ResourceRecord[]> {
+    return refreshResources(this);
   }
 }
 

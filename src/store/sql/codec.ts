@@ -3,6 +3,7 @@ import type {
   DegradationRecord,
   InterventionRecord,
   PatternRecord,
+  ResourceRecord,
   TaskRecord,
   TransitionRecord,
   WorkerRecord,
@@ -107,6 +108,15 @@ const PATTERN_COLUMNS: FieldMap<PatternRecord> = {
   updatedAt: ["updated_at", "plain"],
 };
 
+const RESOURCE_COLUMNS: FieldMap<ResourceRecord> = {
+  id: ["id", "plain"],
+  status: ["status", "plain"],
+  maxHolders: ["max_holders", "plain"],
+  reason: ["reason", "plain"],
+  createdAt: ["created_at", "plain"],
+  updatedAt: ["updated_at", "plain"],
+};
+
 const WORKER_COLUMNS: FieldMap<WorkerRecord> = {
   id: ["id", "plain"],
   host: ["host", "plain"],
@@ -135,6 +145,7 @@ export const ENTITY_TABLES: Record<
   breaker: { table: "breakers", columns: BREAKER_COLUMNS },
   degradation: { table: "degradation", columns: DEGRADATION_COLUMNS },
   pattern: { table: "patterns", columns: PATTERN_COLUMNS },
+  resource: { table: "resources", columns: RESOURCE_COLUMNS },
 };
 
 type Row = Record<string, unknown>;
@@ -170,6 +181,7 @@ export const rowToBreaker = (row: Row): BreakerRecord => decodeRow(BREAKER_COLUM
 export const rowToDegradation = (row: Row): DegradationRecord =>
   decodeRow(DEGRADATION_COLUMNS, row);
 export const rowToPattern = (row: Row): PatternRecord => decodeRow(PATTERN_COLUMNS, row);
+export const rowToResource = (row: Row): ResourceRecord => decodeRow(RESOURCE_COLUMNS, row);
 
 /** Decodes a row of `kind`'s table. */
 export function rowToEntity(kind: EntityKind, row: Row): Record<string, unknown> {

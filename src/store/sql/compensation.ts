@@ -15,6 +15,7 @@ import {
   planCompensation,
   undoKey,
 } from "../../recovery/compensate.js";
+import { resourcesOf } from "../../model/definition.js";
 import { DEFAULT_RETRY } from "../../recovery/retry.js";
 import type { Actor, CompensateOptions } from "../store.js";
 import { rowToTask } from "./codec.js";
@@ -239,6 +240,7 @@ export async function scheduleCompensation(
       // Undoing the task's effects needs what doing them needed (access to the same system).
       requires: done.requires,
       stallAfterMs: null,
+      resources: done.resources,
     };
   });
   const spec: WorkstreamSpec = {
@@ -247,6 +249,7 @@ export async function scheduleCompensation(
     revive: false,
     compensation: { on: [], order: plan.order },
     breakers: {},
+    resources: resourcesOf(tasks, {}),
     tasks,
   };
   const compensationId = await createWorkstream(tx, spec, actor, {

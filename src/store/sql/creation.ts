@@ -10,6 +10,7 @@ import {
 } from "../../model/ids.js";
 import type { WorkstreamSpec } from "../../model/spec.js";
 import { ensureBreakers } from "./breakers.js";
+import { ensureResources } from "./resources.js";
 import type { Change, PreparedChange, Tx } from "./tx.js";
 import type { SqlStore } from "./SqlStore.js";
 
@@ -98,6 +99,7 @@ export function prepareCreation(
         ...(t.fallbacks === null ? {} : { fallbacks: { ...t.fallbacks, tried: [] } }),
         ...(t.compensation === null ? {} : { compensation: t.compensation }),
         ...(t.qualityThreshold === null ? {} : { qualityThreshold: t.qualityThreshold }),
+        ...(t.resources === null ? {} : { resources: t.resources }),
         ...(t.requires === null ? {} : { requires: t.requires }),
         ...(t.stallAfterMs === null ? {} : { stallAfterMs: t.stallAfterMs }),
         createdAt: now,
@@ -120,6 +122,7 @@ export function prepareCreation(
 /** Writes a prepared creation in the open transaction. */
 export async function insertCreation(tx: Tx, created: Creation): Promise<void> {
   await ensureBreakers(tx, created.spec.breakers, created.actor);
+  await ensureResources(tx, created.spec.resources, created.actor);
   await tx.applyMany(created.records);
   await tx.store.insertDependencies(tx, created.deps);
   tx.wake();

@@ -17,8 +17,10 @@ import { escalationOf } from "./escalation.js";
 import { SATISFIED_SQL, type Tx } from "./tx.js";
 
 /**
- * The patch that ends a task's lease, and with it the attempt's progress and stall marks: every
- * attempt starts unstalled. `stalledAt` is written (and logged) whether or not it was set, so that
+ * The patch that ends a task's lease, and with it the attempt's progress and stall marks (every
+ * attempt starts unstalled) and the resources it held (invariant 6: a task that is not running
+ * holds none, and the hold ends in the transition that ends the attempt, so a crash cannot leak
+ * it). `stalledAt` and `held` are written (and logged) whether or not they were set, so that
  * every attempt's end has one shape, which the set-based exchange batches.
  */
 export const RELEASED_LEASE = {
@@ -27,6 +29,7 @@ export const RELEASED_LEASE = {
   leaseExpiresAt: null,
   progressAt: null,
   stalledAt: null,
+  held: null,
 } as const;
 
 /** Why a workstream that stops on failure cancelled its open tasks (revival looks for it). */

@@ -8,6 +8,7 @@ import type { FallbackPlan } from "../../model/spec.js";
 import { qualityFactor } from "../../recovery/fallback.js";
 import type { ClaimedTask, ExchangeRequest, Outcome, Settlement } from "../store.js";
 import { RELEASED_LEASE } from "./lifecycle.js";
+import type { Reallocation } from "./resources.js";
 import type { Change } from "./tx.js";
 
 /** The columns {@link HeldRow} reads. */
@@ -31,6 +32,8 @@ export type HeldRow = Pick<
 export type ClaimRow = Omit<ClaimedTask, "leaseToken" | "input"> & {
   input: string | null;
   deadlineAt: number | null;
+  /** The task's resource needs, as stored (JSON), or null. */
+  resources: string | null;
 };
 
 /**
@@ -108,12 +111,16 @@ export function completionChange(
   };
 }
 
-/** A ready task's claim: a new attempt under a lease with fencing token `leaseToken`. */
+/**
+ * A ready task's claim: a new attempt under a lease with fencing token `leaseToken`, holding the
+ * resources it was given (the record says which alternatives it took, and why).
+ */
 export function claimChange(
-  r: ClaimRow,
+  r: Pick<ClaimRow, "id" | "attempts" | "workstreamId">,
   leaseToken: number,
   req: Pick<ExchangeRequest, "workerId" | "leaseMs">,
   now: number,
+  given: { held: string[] | null; reallocated: Reallocation[] } = NOTHING_HELD,
 ): Change {
   return {
     kind: "task",
@@ -125,16 +132,24 @@ export function claimChange(
       leaseToken,
       leaseWorker: req.workerId,
       leaseExpiresAt: now + req.leaseMs,
+      ...(given.held === null ? {} : { held: given.held }),
     },
     event: "task_started",
     actor: `worker:${req.workerId}`,
     workstreamId: r.workstreamId,
+    detail: given.reallocated.length > 0 ? { reallocated: given.reallocated } : null,
   };
 }
 
+const NOTHING_HELD = { held: null, reallocated: [] };
+
 /** What the claiming worker is told about a task it claimed. */
-export function claimedTask(r: ClaimRow, leaseToken: number, now: number): ClaimedTask {
-  const { deadlineAt, ...task } = r;
+export function claimedTask(
+  r: Omit<ClaimRow, "resources"> & { resources?: unknown },
+  leaseToken: number,
+  now: number,
+): ClaimedTask {
+  const { deadlineAt, resources: _resources, ...task } = r;
   return {
     ...task,
     input: r.input === null ? null : JSON.parse(r.input),

@@ -31,6 +31,13 @@ export interface SqlDialect {
    * array parameter (`?`, a JSON string).
    */
   jsonSubsetOf(column: string): string;
+  /**
+   * Each need in the JSON array of arrays in text column `column` has a resource that is not in
+   * the JSON array parameter (`?`: the resources no task can take now).
+   */
+  needsMet(column: string): string;
+  /** What locks the rows a SELECT reads until the transaction ends (empty where one writer). */
+  lockRows: string;
   /** How an array parameter for {@link SqlDialect.inArray} is passed. */
   arrayParam(values: readonly string[]): unknown;
   /**

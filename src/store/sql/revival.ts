@@ -2,9 +2,10 @@
  * The monitor's revival sweep on the SQL stores: failed tasks whose cause has cleared are queued
  * again, each as one transition (`task_revived`) with the evidence and its confidence.
  */
-import type { BreakerRecord } from "../../model/records.js";
+import type { BreakerRecord, ResourceRecord } from "../../model/records.js";
 import { restartedDeadline, revivalEvidence } from "../../recovery/revive.js";
 import type { Revival, RevivalOptions } from "../store.js";
+import { getResourceRow } from "./resources.js";
 import { getBreakerRow, runningProbes } from "./breakers.js";
 import { rowToTask } from "./codec.js";
 import { holdDependents, reconcileWorkstream, stopReason } from "./lifecycle.js";
@@ -88,6 +89,16 @@ export async function reviveTasks(store: SqlStore, options: RevivalOptions): Pro
       if (!breakers.has(name)) breakers.set(name, await getBreakerRow(tx, name));
       return breakers.get(name)!;
     };
+    const resources = new Map<string, ResourceRecord | null>();
+    const resourcesOf = async (needs: string[][]) => {
+      const out = new Map<string, ResourceRecord>();
+      for (const id of needs.flat()) {
+        if (!resources.has(id)) resources.set(id, await getResourceRow(tx, id));
+        const r = resources.get(id);
+        if (r) out.set(id, r);
+      }
+      return out;
+    };
     /** Probes each half-open breaker still wants, counted down as tasks are revived as probes. */
     const slots = new Map<string, number>();
     for await (const r of candidates(tx, options.maxRevivals)) {
@@ -103,7 +114,15 @@ export async function reviveTasks(store: SqlStore, options: RevivalOptions): Pro
         slots.set(breaker.id, Math.max(0, breaker.config.halfOpenMaxCalls - waiting));
       }
       const probes = breaker ? (slots.get(breaker.id) ?? 0) : 0;
-      const evidence = revivalEvidence(task, breaker, now, options.rateLimitWindowMs, probes);
+      const evidence = revivalEvidence(
+        task,
+        breaker,
+        now,
+        options.rateLimitWindowMs,
+        probes,
+        task.resources === null ? new Map() : await resourcesOf(task.resources),
+        task.resources,
+      );
       if (!evidence || evidence.confidence < options.minConfidence) continue;
       if (breaker?.status === "half_open") slots.set(breaker.id, probes - 1);
       const ready = await tx.depsSatisfied(task.id);

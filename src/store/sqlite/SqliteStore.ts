@@ -59,6 +59,9 @@ const SQLITE_DIALECT: SqlDialect = {
   inArray: (column) => `${column} IN (SELECT value FROM json_each(?))`,
   jsonSubsetOf: (column) =>
     `NOT EXISTS (SELECT 1 FROM json_each(${column}) AS e WHERE e.value NOT IN (SELECT value FROM json_each(?)))`,
+  needsMet: (column) =>
+    `NOT EXISTS (SELECT 1 FROM json_each(${column}) AS need WHERE NOT EXISTS (SELECT 1 FROM json_each(need.value) AS r WHERE r.value NOT IN (SELECT value FROM json_each(?))))`,
+  lockRows: "",
   arrayParam: (values) => JSON.stringify(values),
   jsonRows: (alias, columns) =>
     `(SELECT ${columns.map(([c]) => `json_extract(value, '$.${c}') AS ${c}`).join(", ")} FROM json_each(?)) AS ${alias}`,

@@ -182,7 +182,7 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   `,
 
   // v5: workers' capabilities and operator control; tasks' required capabilities, resources and
-  // stall detection; resources and who holds them.
+  // stall detection; resources (a running task's `held` says what it holds).
   `
   ALTER TABLE workers ADD COLUMN capabilities TEXT NOT NULL DEFAULT '[]';
   ALTER TABLE workers ADD COLUMN supervised INTEGER NOT NULL DEFAULT 0;
@@ -204,13 +204,5 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     updated_at INTEGER NOT NULL
   );
 
-  -- Who holds what: derived from running tasks' held resources, kept beside them in the same
-  -- transactions so that a claim counts holders with one indexed read.
-  CREATE TABLE resource_holds (
-    resource_id TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    PRIMARY KEY (resource_id, task_id)
-  ) WITHOUT ROWID;
-  CREATE INDEX resource_holds_task ON resource_holds(task_id);
   `,
 ];
