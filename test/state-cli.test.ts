@@ -186,7 +186,7 @@ describe("mend state validate", () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^✓ integrity: /m);
     expect(r.stdout).toMatch(/^✓ completion-once: /m);
-    expect(r.stdout).toMatch(/^- holders-capacity: not checked/m);
+    expect(r.stdout).toMatch(/^✓ holders-capacity: /m);
     expect(r.stdout.trim().split("\n").at(-1)).toBe("valid");
     expect(json<ValidationReport>(await mend("--json", "state", "validate")).ok).toBe(true);
   });

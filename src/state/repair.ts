@@ -61,7 +61,11 @@ export async function repairStore(
       before,
     };
   }
-  const backup = options.dryRun ? null : await store.backup({ reason: "before repair" });
+  // A PostgreSQL store is backed up by the server's own tools, not by Mend.
+  const backup =
+    options.dryRun || !store.backupsSupported
+      ? null
+      : await store.backup({ reason: "before repair" });
   const outcome = await store.repair({
     who: options.who,
     planner: options.planner,

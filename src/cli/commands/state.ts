@@ -7,7 +7,8 @@ import { listBackupsOf, type RetentionPolicy } from "../../state/backups.js";
 import type { JournalLimit } from "../../state/journal.js";
 import { type RepairReport, repairStore } from "../../state/repair.js";
 import { type CheckResult, validateStore } from "../../state/validate.js";
-import { openStore, resolveStoreUrl } from "../../store/open.js";
+import { isPostgresUrl, openStore, resolveStoreUrl } from "../../store/open.js";
+import { redact } from "../../store/postgres/connection.js";
 import {
   damagedStoreError,
   planRestore,
@@ -263,11 +264,10 @@ function registerValidate(state: Command): void {
       "check the store: integrity, hash chain, backups, replay, and the invariants; exit 1 on any violation",
     )
     .action(async (_opts: unknown, cmd: Command) => {
-      const report = await withSqliteStore(cmd, (store) => validateStore(store, systemClock));
+      const report = await withCheckedStore(cmd, (store) => validateStore(store, systemClock));
       if (!report.ok) process.exitCode = 1;
       if (globals(cmd).json) return printJson(report);
       for (const check of report.checks) printCheck(check);
-      for (const s of report.skipped) print(`- ${s.name}: not checked (${s.reason})`);
       const problems = report.checks.reduce((n, c) => n + c.violations.length, 0);
       print(
         report.ok
@@ -292,8 +292,14 @@ function registerRepair(state: Command): void {
     )
     .action(async (opts: { dryRun?: boolean; reason?: string; yes?: boolean }, cmd: Command) => {
       const dryRun = opts.dryRun === true;
-      if (!dryRun) await confirm(`repair ${storePath(cmd)}? A backup is taken first.`, opts.yes);
-      const report = await withSqliteStore(cmd, (store) =>
+      if (!dryRun) {
+        const url = resolveStoreUrl(globals(cmd).store);
+        const what = isPostgresUrl(url)
+          ? `${redact(url)}?`
+          : `${storePath(cmd)}? A backup is taken first.`;
+        await confirm(`repair ${what}`, opts.yes);
+      }
+      const report = await withCheckedStore(cmd, (store) =>
         repairStore(store, {
           clock: systemClock,
           who: personActing(opts.reason),
@@ -345,6 +351,21 @@ function printCheck(check: CheckResult): void {
 /** The database file of the store the options name. */
 function storePath(cmd: Command): string {
   return sqlitePathOf(resolveStoreUrl(globals(cmd).store));
+}
+
+/**
+ * Opens the store for a check or a repair: a PostgreSQL store as it is; a SQLite store so that a
+ * damaged file gives a typed error that says how to restore it, rather than the driver's.
+ */
+async function withCheckedStore<T>(cmd: Command, fn: (store: Store) => Promise<T>): Promise<T> {
+  const url = resolveStoreUrl(globals(cmd).store);
+  if (!isPostgresUrl(url)) return withSqliteStore(cmd, fn);
+  const store = await openStore(url);
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
 }
 
 /**

@@ -53,6 +53,8 @@ export class Notifications {
         await client.connect();
         await client.query(`LISTEN ${this.channel}`);
       } catch {
+        // No longer connecting, so that losing it schedules the next attempt.
+        this.connecting = null;
         this.lost(client);
         return;
       } finally {
