@@ -4,6 +4,7 @@ export {
   DEFAULT_STALL_AFTER_MS,
   Monitor,
   type MonitorOptions,
+  type ResourceChecks,
   type SweepResult,
 } from "./engine/Monitor.js";
 export { createPlanner, type PlannerOptions } from "./engine/planner.js";
@@ -32,7 +33,7 @@ export {
   type TaskContext,
   type TaskDefinition,
 } from "./model/handler.js";
-export { loadDefinitionFile, loadHandlersModule } from "./model/load.js";
+export { loadDefinitionFile, loadHandlersModule, loadResourceChecks } from "./model/load.js";
 export type * from "./model/records.js";
 export type {
   BreakerConfig,
@@ -40,11 +41,12 @@ export type {
   CompensationSpec,
   FallbackOption,
   FallbackPlan,
+  ResourceConfig,
   RetryPolicy,
   TaskSpec,
   WorkstreamSpec,
 } from "./model/spec.js";
-export type { TaskStatus, WorkerStatus, WorkstreamStatus } from "./model/states.js";
+export type { ResourceStatus, TaskStatus, WorkerStatus, WorkstreamStatus } from "./model/states.js";
 export { TRANSITIONS } from "./model/states.js";
 export {
   COMPLETION_EVENTS,
@@ -100,7 +102,6 @@ export type { RecoveryPlan, TaskChange } from "./state/recovery-plan.js";
 export { type RepairReport, repairStore } from "./state/repair.js";
 export {
   type CheckResult,
-  type SkippedCheck,
   type ValidationReport,
   type Violation,
   validateStore,
@@ -129,6 +130,7 @@ export type {
   RecoveryOptions,
   RepairOptions,
   RepairOutcome,
+  ResourceView,
   StallReport,
   Store,
   WorkerShutdown,

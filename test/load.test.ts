@@ -11,7 +11,7 @@ import {
   resolveHandler,
   type TaskContext,
 } from "../src/model/handler.js";
-import { loadDefinitionFile, loadHandlersModule } from "../src/model/load.js";
+import { loadDefinitionFile, loadHandlersModule, loadResourceChecks } from "../src/model/load.js";
 
 let dir: string;
 
@@ -166,6 +166,38 @@ describe("loadHandlersModule", () => {
       expect(err.message).toContain(path);
       expect(err.message).toContain(fragment);
     }
+  });
+});
+
+describe("loadResourceChecks", () => {
+  it("returns the module's resourceChecks export, or null when it has none", async () => {
+    const checks = await loadResourceChecks("test/fixtures/resource-check-handlers.mjs");
+    expect(Object.keys(checks!)).toEqual(["api-a", "api-b"]);
+    expect(await checks!["api-b"]!()).toBe(true);
+    expect(await loadResourceChecks("test/fixtures/handlers.mjs")).toBeNull();
+  });
+
+  it("refuses a resourceChecks that is not an object of functions, naming every bad entry", async () => {
+    const cases: [string, string][] = [
+      [
+        "export const resourceChecks = [() => true];",
+        "the resourceChecks export of handlers module PATH must be an object mapping resource names to functions that return true while the resource works",
+      ],
+      ["export const resourceChecks = null;", "; got null"],
+      [
+        'export const resourceChecks = { "api-a": "yes", "a b": () => true };',
+        'resourceChecks of handlers module PATH: "api-a" must be a function returning true or false (or a promise of it), got a string; resource "a b" must start with a letter or digit',
+      ],
+    ];
+    for (const [i, [source, fragment]] of cases.entries()) {
+      const path = await file(`checks-${i}.mjs`, `export default { work: () => 1 };\n${source}\n`);
+      const err = await rejection(loadResourceChecks(path));
+      expect(err.code).toBe("invalid_argument");
+      expect(err.message).toContain(fragment.replace("PATH", path));
+    }
+    await expect(loadResourceChecks(join(dir, "missing.mjs"))).rejects.toMatchObject({
+      code: "not_found",
+    });
   });
 });
 

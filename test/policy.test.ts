@@ -142,6 +142,7 @@ describe("effectivePolicy of a stored task", () => {
         { id: "w2", concurrency: 2 },
       ],
       source: "workers",
+      resources: null,
     });
     expect(timeout).toEqual({
       layer: "timeout",
@@ -363,6 +364,38 @@ describe("describeLayer", () => {
     expect(describeLayer(concurrency)).toBe("per worker: 4 on w1");
     expect(describeLayer(timeout)).toBe(
       "30s per attempt; a result below quality 0.7 is a quality failure",
+    );
+  });
+  it("says what resources a task holds while it runs, with their limits and states when stored", () => {
+    const stored = { reason: null, createdAt: NOW, updatedAt: NOW };
+    const [, , , concurrency] = effectivePolicy({
+      task: {
+        task: task({ resources: [["git_repo_write"], ["api-a", "api-b"]] }),
+        workers: [worker("w1")],
+        resources: [
+          { id: "git_repo_write", status: "available", maxHolders: 1, ...stored },
+          { id: "api-a", status: "unavailable", maxHolders: 2, ...stored },
+        ],
+      },
+    });
+    expect(concurrency.resources).toEqual([
+      [{ id: "git_repo_write", maxHolders: 1, status: "available" }],
+      [
+        { id: "api-a", maxHolders: 2, status: "unavailable" },
+        { id: "api-b", maxHolders: null, status: null },
+      ],
+    ]);
+    expect(describeLayer(concurrency)).toBe(
+      "per worker: 4 on w1; holds git_repo_write (at most 1 holder, available) and one of api-a (at most 2 holders, unavailable), api-b while it runs",
+    );
+    const [, , , handler] = effectivePolicy({
+      handler: {
+        name: "push",
+        definition: { run: () => null, resources: ["git_repo_write", { oneOf: ["a", "b"] }] },
+      },
+    });
+    expect(describeLayer(handler)).toBe(
+      "per worker (mend worker --concurrency); holds git_repo_write and one of a, b while it runs",
     );
   });
 });

@@ -10,6 +10,7 @@ import { registerDiagnose } from "./commands/diagnose.js";
 import { registerEvents } from "./commands/events.js";
 import { registerInterventions } from "./commands/interventions.js";
 import { registerMetrics } from "./commands/metrics.js";
+import { registerResources } from "./commands/resources.js";
 import { registerRun } from "./commands/run.js";
 import { registerShow } from "./commands/show.js";
 import { registerState } from "./commands/state.js";
@@ -57,6 +58,7 @@ export function buildProgram(): Command {
     registerDag,
     registerDeps,
     registerBreakers,
+    registerResources,
     registerInterventions,
     registerMetrics,
     registerState,

@@ -298,13 +298,27 @@ export async function poolPressure(store: Store): Promise<number | null> {
   return Math.min(1, running / slots);
 }
 
-/** What a pattern may be about besides the handler: the breaker and resources of the task. */
+/**
+ * What a pattern may be about besides the handler: the task's breaker, and the resources it
+ * certainly held (needs with one choice; which alternative an attempt took is not known here),
+ * for failures a resource can cause: a bug in the handler says nothing about the resource.
+ */
 function keysOf(o: TaskOutcome): string[] {
   const keys = o.breaker === null ? [] : [`breaker:${o.breaker}`];
-  if (o.resources !== null) {
-    for (const r of new Set((JSON.parse(o.resources) as string[][]).flat())) {
-      keys.push(`resource:${r}`);
+  if (o.resources !== null && (o.category === null || RESOURCE_CAUSES.has(o.category))) {
+    for (const need of JSON.parse(o.resources) as string[][]) {
+      if (need.length === 1) keys.push(`resource:${need[0]}`);
     }
   }
   return keys;
 }
+
+/** Failure categories a resource's trouble can explain. */
+const RESOURCE_CAUSES: ReadonlySet<string> = new Set([
+  "network",
+  "rate_limited",
+  "external_service",
+  "timeout",
+  "resource_exhausted",
+  "tool_failure",
+]);

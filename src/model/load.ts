@@ -1,12 +1,13 @@
 /**
  * Loading what a user points the CLI at: a workstream definition file (YAML or JSON), and a
- * module of handlers.
+ * module of handlers (with, optionally, its resources' health checks).
  */
 import { readFile, stat } from "node:fs/promises";
 import { extname, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parse as parseYaml, YAMLParseError } from "yaml";
 import { MendError } from "../errors.js";
+import { capabilityProblem } from "./capabilities.js";
 import type { HandlerMap } from "./handler.js";
 
 /**
@@ -110,27 +111,7 @@ function jsonErrorOffset(text: string): number {
  *   load or its default export is not such an object.
  */
 export async function loadHandlersModule(path: string): Promise<HandlerMap> {
-  const absolute = resolve(process.cwd(), path);
-  try {
-    await stat(absolute);
-  } catch (err) {
-    if (errorCode(err) === "ENOENT") {
-      throw new MendError("not_found", `handlers module not found: ${path}`, { path });
-    }
-    throw err;
-  }
-  let module: { default?: unknown };
-  try {
-    module = await import(pathToFileURL(absolute).href);
-  } catch (err) {
-    throw new MendError(
-      "invalid_argument",
-      `cannot load handlers module ${path}: ${messageOf(err)}`,
-      { path },
-      { cause: err },
-    );
-  }
-  const exported = module.default;
+  const exported = (await importHandlersModule(path)).default;
   const usage = "export default { name: async (ctx) => result, … }";
   if (exported === undefined) {
     throw new MendError(
@@ -161,6 +142,82 @@ export async function loadHandlersModule(path: string): Promise<HandlerMap> {
     );
   }
   return exported as HandlerMap;
+}
+
+/**
+ * The resources' health checks a handlers module declares in its named export `resourceChecks`:
+ * an object mapping resource names to functions that return (a promise of) true while the
+ * resource works. The monitor runs them (`MonitorOptions.resourceChecks`). Null when the module
+ * has no such export.
+ *
+ * @throws MendError `not_found` when the file does not exist; `invalid_argument` when it fails to
+ *   load, or `resourceChecks` is not such an object (every bad entry named).
+ */
+export async function loadResourceChecks(
+  path: string,
+): Promise<Record<string, () => Promise<boolean> | boolean> | null> {
+  const exported = (await importHandlersModule(path)).resourceChecks;
+  if (exported === undefined) return null;
+  const usage = 'export const resourceChecks = { "api-a": async () => (await ping()).ok, … }';
+  if (typeof exported !== "object" || exported === null || Array.isArray(exported)) {
+    throw new MendError(
+      "invalid_argument",
+      `the resourceChecks export of handlers module ${path} must be an object mapping resource names to functions that return true while the resource works (${usage}); got ${describeValue(exported)}`,
+      { path },
+    );
+  }
+  const problems: string[] = [];
+  for (const [name, check] of Object.entries(exported)) {
+    const problem = capabilityProblem(name);
+    if (problem) problems.push(problem.replace(/capability/g, "resource"));
+    if (typeof check !== "function") {
+      problems.push(
+        `"${name}" must be a function returning true or false (or a promise of it), got ${describeValue(check)}`,
+      );
+    }
+  }
+  if (problems.length > 0) {
+    throw new MendError(
+      "invalid_argument",
+      `resourceChecks of handlers module ${path}: ${problems.join("; ")}`,
+      { path, problems },
+    );
+  }
+  return exported as Record<string, () => Promise<boolean> | boolean>;
+}
+
+/**
+ * Imports a handlers module (relative to the working directory). Node caches it, so the handlers
+ * and the resource checks read one instance.
+ */
+async function importHandlersModule(path: string): Promise<Record<string, unknown>> {
+  const absolute = resolve(process.cwd(), path);
+  try {
+    await stat(absolute);
+  } catch (err) {
+    if (errorCode(err) === "ENOENT") {
+      throw new MendError("not_found", `handlers module not found: ${path}`, { path });
+    }
+    throw err;
+  }
+  try {
+    return (await import(pathToFileURL(absolute).href)) as Record<string, unknown>;
+  } catch (err) {
+    throw new MendError(
+      "invalid_argument",
+      `cannot load handlers module ${path}: ${messageOf(err)}`,
+      { path },
+      { cause: err },
+    );
+  }
+}
+
+/** A value's kind, for error messages: `an array`, `null`, `a string`… */
+function describeValue(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  const type = typeof value;
+  return `${/^[aeiou]/.test(type) ? "an" : "a"} ${type}`;
 }
 
 function isHandler(value: unknown): boolean {

@@ -20,12 +20,13 @@ import { FAILURE_CATEGORIES, type FailureCategory } from "../model/failure.js";
 import type { TaskDefinition } from "../model/handler.js";
 import type {
   BreakerRecord,
+  ResourceRecord,
   TaskRecord,
   WorkerRecord,
   WorkstreamRecord,
 } from "../model/records.js";
 import type { BreakerConfig, FallbackPlan, RetryPolicy, RetryRule } from "../model/spec.js";
-import type { BreakerStatus } from "../model/states.js";
+import type { BreakerStatus, ResourceStatus } from "../model/states.js";
 import { backoffDelay } from "./backoff.js";
 import { DEFAULT_BREAKER } from "./breaker.js";
 import { DEFAULT_RETRY, ruleFor } from "./retry.js";
@@ -77,12 +78,28 @@ export interface RetryLayer {
   revive: boolean | null;
 }
 
-/** Attempts run at once: a per-worker limit, so it depends on who serves the handler. */
+/** A resource a task may take for one of its needs, with its limit and state when known. */
+export interface ResourceChoice {
+  id: string;
+  /** Its limit as stored; null when not read from a store, or no such resource yet. */
+  maxHolders: number | null;
+  status: ResourceStatus | null;
+}
+
+/**
+ * Attempts run at once: a per-worker limit, so it depends on who serves the handler; and the
+ * resources the task holds while it runs, whose limits every worker shares.
+ */
 export interface ConcurrencyLayer {
   layer: "concurrency";
   /** Live workers serving the handler and their limits; null when not known here. */
   workers: { id: string; concurrency: number }[] | null;
   source: PolicySource;
+  /**
+   * What the task must hold to run: each need's choices in order of preference (it takes the
+   * first in service with a free slot); null for none.
+   */
+  resources: ResourceChoice[][] | null;
 }
 
 /** Each attempt's time limit, and the quality its result must reach. */
@@ -116,6 +133,8 @@ export interface StoredTaskInput {
   breaker?: BreakerRecord | null;
   /** Registered workers; those alive and serving the task's handler set the concurrency. */
   workers?: readonly WorkerRecord[];
+  /** The stored resources (those the task needs are read from it). */
+  resources?: readonly ResourceRecord[];
 }
 
 /** A handler by the name it is registered under, as a task object (see `resolveHandler`). */
@@ -138,7 +157,13 @@ export function effectivePolicy(subject: PolicySubject): EffectivePolicy {
   return "task" in subject ? taskPolicy(subject.task) : handlerPolicy(subject.handler);
 }
 
-function taskPolicy({ task, workstream, breaker, workers }: StoredTaskInput): EffectivePolicy {
+function taskPolicy({
+  task,
+  workstream,
+  breaker,
+  workers,
+  resources,
+}: StoredTaskInput): EffectivePolicy {
   const serving = workers
     ?.filter((w) => w.status !== "shutdown" && w.handlers.includes(task.handler))
     .map((w) => ({ id: w.id, concurrency: w.concurrency }));
@@ -160,6 +185,7 @@ function taskPolicy({ task, workstream, breaker, workers }: StoredTaskInput): Ef
       layer: "concurrency",
       workers: serving ?? null,
       source: serving === undefined ? "default" : "workers",
+      resources: resourceChoices(task.resources, resources),
     },
     {
       layer: "timeout",
@@ -188,7 +214,12 @@ function handlerPolicy({ name, definition: def }: HandlerInput): EffectivePolicy
       fallbacks: recovery.fallbacks ?? null,
       revive: null,
     },
-    { layer: "concurrency", workers: null, source: "default" },
+    {
+      layer: "concurrency",
+      workers: null,
+      source: "default",
+      resources: resourceChoices(recovery.resources ?? null),
+    },
     {
       layer: "timeout",
       timeoutMs: def.timeout === undefined ? DEFAULT_TIMEOUT_MS : parseDuration(def.timeout),
@@ -196,6 +227,21 @@ function handlerPolicy({ name, definition: def }: HandlerInput): EffectivePolicy
       qualityThreshold: recovery.qualityThreshold ?? null,
     },
   ];
+}
+
+/** Each need's choices, with the stored limit and status of each when `stored` is given. */
+function resourceChoices(
+  needs: readonly (readonly string[])[] | null,
+  stored?: readonly ResourceRecord[],
+): ResourceChoice[][] | null {
+  if (needs === null) return null;
+  const byId = new Map(stored?.map((r) => [r.id, r]));
+  return needs.map((choices) =>
+    choices.map((id) => {
+      const r = byId.get(id);
+      return { id, maxHolders: r?.maxHolders ?? null, status: r?.status ?? null };
+    }),
+  );
 }
 
 /**
@@ -341,6 +387,20 @@ export function describeRetryRule(rule: RetryRule): string {
   return `${attempts}, ${shape}, ${jitter}, max delay ${d(rule.maxDelayMs)}`;
 }
 
+/**
+ * Resource needs in one phrase: `git_repo_write (at most 1 holder, available) and one of api-a
+ * (at most 2 holders, unavailable), api-b (…)`; limits and states only where known.
+ */
+export function describeResourceNeeds(needs: readonly (readonly ResourceChoice[])[]): string {
+  const choice = (c: ResourceChoice) =>
+    c.maxHolders === null
+      ? c.id
+      : `${c.id} (at most ${c.maxHolders} holder${c.maxHolders === 1 ? "" : "s"}, ${c.status})`;
+  return needs
+    .map((need) => (need.length === 1 ? choice(need[0]!) : `one of ${need.map(choice).join(", ")}`))
+    .join(" and ");
+}
+
 /** A layer's effective values in one line, as `mend describe` prints them. */
 export function describeLayer(layer: PolicyLayer): string {
   switch (layer.layer) {
@@ -376,12 +436,17 @@ export function describeLayer(layer: PolicyLayer): string {
       }
       return parts.join("; ");
     }
-    case "concurrency":
-      if (layer.workers === null) return "per worker (mend worker --concurrency)";
-      if (layer.workers.length === 0) {
-        return "no live worker serves this handler; per worker (mend worker --concurrency)";
-      }
-      return `per worker: ${layer.workers.map((w) => `${w.concurrency} on ${w.id}`).join(", ")}`;
+    case "concurrency": {
+      const perWorker =
+        layer.workers === null
+          ? "per worker (mend worker --concurrency)"
+          : layer.workers.length === 0
+            ? "no live worker serves this handler; per worker (mend worker --concurrency)"
+            : `per worker: ${layer.workers.map((w) => `${w.concurrency} on ${w.id}`).join(", ")}`;
+      return layer.resources === null
+        ? perWorker
+        : `${perWorker}; holds ${describeResourceNeeds(layer.resources)} while it runs`;
+    }
     case "timeout":
       return (
         `${formatDuration(layer.timeoutMs)} per attempt` +

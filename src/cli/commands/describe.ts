@@ -55,7 +55,7 @@ export function registerDescribe(program: Command): void {
     .option("--handlers <module>", "describe handler REF of this handlers module instead")
     .addHelpText(
       "after",
-      "\nLayers: deadline (overall, from submission) → breaker → retry (then fallbacks, revival)\n→ concurrency (per worker) → timeout (per attempt, with the quality threshold).",
+      "\nLayers: deadline (overall, from submission) → breaker → retry (then fallbacks, revival)\n→ concurrency (per worker, and the resources the task holds while it runs) → timeout (per\nattempt, with the quality threshold).",
     )
     .action(async (ref: string, opts: { handlers?: string }, cmd: Command) => {
       const json = globals(cmd).json;
@@ -72,13 +72,16 @@ export function registerDescribe(program: Command): void {
       }
       await withStore(cmd, async (store) => {
         const task = await resolveTask(store, ref);
-        const [workstream, breakers, workers] = await Promise.all([
+        const [workstream, breakers, workers, resources] = await Promise.all([
           store.getWorkstream(task.workstreamId),
           task.breaker === null ? [] : store.listBreakers(),
           store.listWorkers(),
+          task.resources === null ? [] : store.listResources(),
         ]);
         const breaker = breakers.find((b) => b.id === task.breaker) ?? null;
-        const layers = effectivePolicy({ task: { task, workstream, breaker, workers } });
+        const layers = effectivePolicy({
+          task: { task, workstream, breaker, workers, resources },
+        });
         report(
           json,
           { kind: "task", id: task.id, handler: task.handler, status: task.status },

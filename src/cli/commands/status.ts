@@ -15,10 +15,11 @@ import {
   type EscalationLevel,
   diagnose,
 } from "../../recovery/escalate.js";
-import type { Store } from "../../store/store.js";
+import type { ResourceView, Store } from "../../store/store.js";
 import { globals, resolveWorkstream, withStore } from "../context.js";
 import { print, printJson, table, time } from "../output.js";
 import { openUntil } from "./breakers.js";
+import { holdersCell } from "./resources.js";
 
 /** A failed task whose diagnosis needs a person (level 2 or more), and the command to try. */
 interface NeedsAPerson {
@@ -52,18 +53,30 @@ function stalledTasks(tasks: readonly TaskRecord[]): StalledTask[] {
     }));
 }
 
-/** What `mend status` shows besides the workstreams: breakers not closed, the degradation. */
+/**
+ * What `mend status` shows besides the workstreams: breakers not closed, resources out of
+ * service or full, the degradation.
+ */
 interface SystemState {
   breakers: BreakerRecord[];
   breakerStatus: Record<string, BreakerStatusName>;
+  /** Resources out of service or exhausted, or with every slot held while tasks wait. */
+  resources: ResourceView[];
   degradation: DegradationRecord;
 }
 
 async function systemState(store: Store): Promise<SystemState> {
-  const [all, degradation] = await Promise.all([store.listBreakers(), store.getDegradation()]);
+  const [all, resources, degradation] = await Promise.all([
+    store.listBreakers(),
+    store.listResources(),
+    store.getDegradation(),
+  ]);
   return {
     breakers: all.filter((b) => b.status !== "closed"),
     breakerStatus: Object.fromEntries(all.map((b) => [b.id, b.status])),
+    resources: resources.filter(
+      (r) => r.status !== "available" || (r.waiting > 0 && r.holders >= r.maxHolders),
+    ),
     degradation,
   };
 }
@@ -99,7 +112,7 @@ function needingAPerson(
 
 /**
  * The sections after the workstreams: who needs a person, stalled tasks, breakers not closed,
- * degradation.
+ * resources out of service or full, degradation.
  */
 function printAttention(
   needs: readonly NeedsAPerson[],
@@ -136,6 +149,16 @@ function printAttention(
       ),
     );
   }
+  if (system.resources.length > 0) {
+    print("");
+    print("resources out of service or full (mend resources):");
+    print(
+      table(
+        ["ID", "STATUS", "HOLDERS", "WAITING", "REASON"],
+        system.resources.map((r) => [r.id, r.status, holdersCell(r), r.waiting, r.reason]),
+      ),
+    );
+  }
   const d = system.degradation;
   if (d.level > 0) {
     print("");
@@ -150,7 +173,7 @@ export function registerStatus(program: Command): void {
   program
     .command("status")
     .description(
-      "list workstreams, or show one workstream's tasks; then what needs a person, stalled tasks, open breakers and degradation",
+      "list workstreams, or show one workstream's tasks; then what needs a person, stalled tasks, open breakers, resources out of service or full, and degradation",
     )
     .argument("[workstream]", "workstream id, id prefix or name (newest of that name)")
     .action(async (ref: string | undefined, _opts: unknown, cmd: Command) => {
@@ -227,17 +250,58 @@ export function registerStatus(program: Command): void {
               forced: b.forced,
               openUntil: b.openUntil,
             })),
+            blockedResources: system.resources.map((r) => ({
+              id: r.id,
+              status: r.status,
+              holders: r.holders,
+              maxHolders: r.maxHolders,
+              waiting: r.waiting,
+              reason: r.reason,
+            })),
             degradation: { level, name, status, quality },
           });
         }
-        printWorkstream(view);
+        printWorkstream(view, resourceWaits(tasks, system.resources));
         printAttention(needs, stalled, system);
       });
     });
 }
 
-/** A workstream's header and its tasks, with what each is waiting on or failed with. */
-export function printWorkstream(view: WorkstreamView): void {
+/**
+ * What each queued task that cannot take its resources now waits for, by task id: the first of
+ * its needs whose every choice is out of service or full.
+ */
+function resourceWaits(
+  tasks: readonly TaskRecord[],
+  constrained: readonly ResourceView[],
+): Map<string, string> {
+  const blocked = new Map(
+    constrained
+      .filter((r) => r.status === "unavailable" || r.holders >= r.maxHolders)
+      .map((r) => [r.id, r.status === "unavailable" ? "unavailable" : `${holdersCell(r)} held`]),
+  );
+  const waits = new Map<string, string>();
+  for (const t of tasks) {
+    if (t.status !== "queued" || t.resources === null) continue;
+    const need = t.resources.find((choices) => choices.every((r) => blocked.has(r)));
+    if (!need) continue;
+    const said = need.map((r) => `${r} (${blocked.get(r)})`).join(", ");
+    waits.set(
+      t.id,
+      need.length === 1 ? `waiting for resource ${said}` : `waiting for one of ${said}`,
+    );
+  }
+  return waits;
+}
+
+/**
+ * A workstream's header and its tasks, with what each is waiting on or failed with (`waits`:
+ * the resources queued tasks wait for, by task id).
+ */
+export function printWorkstream(
+  view: WorkstreamView,
+  waits: ReadonlyMap<string, string> = new Map(),
+): void {
   print(`${view.name}  ${view.id}  ${view.status}`);
   print(
     table(
@@ -251,11 +315,13 @@ export function printWorkstream(view: WorkstreamView): void {
           ? `blocked by ${t.blockedBy}`
           : t.stalledAt !== null
             ? `stalled: no progress (reported ${time(t.stalledAt)})`
-            : t.lastError && t.status !== "completed"
-              ? `${t.lastError.category}: ${t.lastError.message}`
-              : t.runAt && t.attempts > 0
-                ? `retry at ${time(t.runAt)}`
-                : "",
+            : waits.has(t.taskId)
+              ? waits.get(t.taskId)
+              : t.lastError && t.status !== "completed"
+                ? `${t.lastError.category}: ${t.lastError.message}`
+                : t.runAt && t.attempts > 0
+                  ? `retry at ${time(t.runAt)}`
+                  : "",
       ]),
     ),
   );

@@ -5,7 +5,7 @@ import { Worker } from "../../engine/Worker.js";
 import { MendError } from "../../errors.js";
 import { parseCapabilityList } from "../../model/capabilities.js";
 import { parseDuration } from "../../model/duration.js";
-import { loadDefinitionFile, loadHandlersModule } from "../../model/load.js";
+import { loadDefinitionFile, loadHandlersModule, loadResourceChecks } from "../../model/load.js";
 import { parseDegradationConfig } from "../../recovery/degrade.js";
 import { parsePatternConfig } from "../../recovery/patterns.js";
 import { createLogger } from "../../observe/logger.js";
@@ -34,6 +34,7 @@ interface WorkerCliOptions {
   degradation?: string;
   escalateAfter: string;
   stallAfter: string;
+  resourceCheckInterval: string;
   id?: string;
 }
 
@@ -42,7 +43,10 @@ export function registerWorker(program: Command): void {
   const command = program
     .command("worker")
     .description("run a long-lived worker that claims and runs tasks from the store")
-    .option("--handlers <module>", "module whose default export maps handler names to functions")
+    .option(
+      "--handlers <module>",
+      "module whose default export maps handler names to functions (a named export resourceChecks adds resources' health checks)",
+    )
     .option("--concurrency <n>", "tasks run at once", parseIntOption, 10)
     .option("--heartbeat <duration>", "heartbeat interval", "1s")
     .option("--lease <duration>", "lease length past the last heartbeat", "5s")
@@ -74,6 +78,11 @@ export function registerWorker(program: Command): void {
       "report a running task stalled after this long without progress, unless it sets stallAfter",
       "30m",
     )
+    .option(
+      "--resource-check-interval <duration>",
+      "how often the monitor runs the handlers module's resourceChecks",
+      "10s",
+    )
     .option("--id <id>", "worker id (default: generated)")
     .option(
       "--capabilities <list>",
@@ -92,7 +101,7 @@ export function registerWorker(program: Command): void {
     .option("--restart-window <duration>", "with --supervise: the crash-loop window", "60s")
     .addHelpText(
       "after",
-      "\nOn SIGTERM or SIGINT the worker stops claiming, lets running tasks finish within the grace\nperiod, and releases the rest for other workers. A second signal exits at once.\n\nThe monitor (one elected among the workers on a store) reaps expired leases, probes circuit\nbreakers, revives failed tasks whose cause has cleared, detects failure patterns, steps the\ndegradation level, escalates what automatic recovery could not fix, reports tasks that stall\n(no progress for --stall-after), and takes backups.",
+      "\nOn SIGTERM or SIGINT the worker stops claiming, lets running tasks finish within the grace\nperiod, and releases the rest for other workers. A second signal exits at once.\n\nThe monitor (one elected among the workers on a store) reaps expired leases, probes circuit\nbreakers, revives failed tasks whose cause has cleared, detects failure patterns, steps the\ndegradation level, escalates what automatic recovery could not fix, reports tasks that stall\n(no progress for --stall-after), runs the resources' health checks, and takes backups.\n\nResource health checks: a handlers module may export resourceChecks, an object mapping\nresource names to functions returning true (or a promise of true) while the resource works.\nOne that returns false, throws, or takes over 5s marks its resource unavailable (its tasks wait,\nor take an alternative); once it passes again the resource is put back. A resource a person\nmarked unavailable (mend resources mark) stays so. Only the elected monitor runs them: give\nevery worker that may lead the same module.",
     )
     .addHelpText("after", SUPERVISE_HELP)
     .action(async (opts: WorkerCliOptions, cmd: Command) => {
@@ -109,6 +118,7 @@ export function registerWorker(program: Command): void {
         return;
       }
       const handlers = await loadHandlersModule(opts.handlers);
+      const resourceChecks = await loadResourceChecks(opts.handlers);
       // Settings are read and checked before anything starts: a bad file changes nothing.
       const patterns =
         typeof opts.patterns === "string"
@@ -126,6 +136,16 @@ export function registerWorker(program: Command): void {
         throw new MendError("invalid_argument", "--stall-after must be greater than 0", {
           stallAfter: opts.stallAfter,
         });
+      }
+      const resourceCheckMs = parseDuration(opts.resourceCheckInterval);
+      if (resourceCheckMs <= 0) {
+        throw new MendError(
+          "invalid_argument",
+          "--resource-check-interval must be greater than 0",
+          {
+            resourceCheckInterval: opts.resourceCheckInterval,
+          },
+        );
       }
       const logger = createLogger(globals(cmd).json ? "info" : undefined);
       const store = await openStore(resolveStoreUrl(globals(cmd).store));
@@ -158,6 +178,8 @@ export function registerWorker(program: Command): void {
             degradation,
             escalateAfterMs,
             stallAfterMs,
+            resourceChecks: resourceChecks ?? undefined,
+            resourceCheckMs,
             logger,
           })
         : null;
@@ -183,8 +205,9 @@ export function registerWorker(program: Command): void {
       }
       await worker.start();
       monitor?.start();
+      const checks = resourceChecks ? Object.keys(resourceChecks) : [];
       process.stderr.write(
-        `mend worker ${worker.id} started (pid ${process.pid}, concurrency ${opts.concurrency})\n`,
+        `mend worker ${worker.id} started (pid ${process.pid}, concurrency ${opts.concurrency}${checks.length > 0 && monitor ? `, health checks of ${checks.join(", ")}` : ""})\n`,
       );
       try {
         await worker.done;

@@ -115,10 +115,11 @@ export class PgStore extends SqlStore {
     const lock = `${WRITE_LOCK}, ${lockKey(location.schema)}`;
     this.begin = {
       write: `BEGIN; SELECT pg_advisory_xact_lock(${lock})`,
-      // The claim must walk the ready index in order and stop at its limit. Planned from stale
-      // statistics (a queue that just filled up) it would fetch and sort every queued task
-      // instead: 8 ms rather than 0.1 ms for 5,000 of them, growing with the queue.
-      shared: `BEGIN; SELECT pg_advisory_xact_lock_shared(${lock}); SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off`,
+      // Workers' round trips touch a few rows by key, and must whatever the statistics say: a
+      // queue that just filled up looks empty to the planner, and its plans (cached per
+      // connection) would then fetch and sort every queued task to claim a few (8 ms rather than
+      // 0.1 ms for 5,000 queued), or scan the table for each batch update. Index walks only.
+      shared: `BEGIN; SELECT pg_advisory_xact_lock_shared(${lock}); SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off`,
       read: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
     };
     this.notifications = new Notifications(location, `mend_wake_${location.schema}`);

@@ -68,7 +68,7 @@ export function clientConfig(loc: PgLocation, extra: pg.ClientConfig = {}): pg.C
     connectionString: loc.connectionString,
     // JIT compilation pays off for long analytic queries, never for Mend's short ones; and the
     // claim's planner settings make its plan look costly enough to trigger it on every run.
-    options: `-c search_path=${loc.schema} -c jit=off -c plan_cache_mode=force_custom_plan`,
+    options: `-c search_path=${loc.schema} -c jit=off`,
     types: TYPES,
     application_name: "mend",
     ...extra,

@@ -65,9 +65,11 @@ export function allocate<C extends Candidate>(
     const reallocated: Reallocation[] = [];
     let missing: string | null = null;
     for (const need of task.resources) {
+      // Holds this task already chose count too: two needs may name the same resource.
       const chosen = need.find((r) => {
         const u = use.get(r);
-        return u !== undefined && u.status !== "unavailable" && u.holders < u.maxHolders;
+        const mine = held.filter((h) => h === r).length;
+        return u !== undefined && u.status !== "unavailable" && u.holders + mine < u.maxHolders;
       });
       if (chosen === undefined) {
         missing = need[0]!;
@@ -276,9 +278,14 @@ export async function markResource(
         });
       }
       await createResource(tx, id, 1, "unavailable", reason, who.actor);
-    } else {
-      if ((before.status === "unavailable") === !available) return null;
+    } else if ((before.status === "unavailable") !== !available) {
       await changeStatus(tx, before, to, reason, who.actor);
+    } else if (!available && "command" in who && before.reason !== reason) {
+      // A person takes over a resource a health check or a pattern took out: with their
+      // reason, no check puts it back.
+      await changeStatus(tx, before, to, reason, who.actor);
+    } else {
+      return null;
     }
     const after = (await getResourceRow(tx, id))!;
     if ("command" in who) await tx.intervention(who, id, before && pick(before), pick(after));
