@@ -104,7 +104,7 @@ async function settleAndClaim(
     const done = completions.map((p) => p.change.id).filter((id) => withDependents.has(id));
     await queueReadyDependents(store, tx, done, actor);
   }
-  const claimed = req.claim > 0 ? await claim(store, tx, req, now, state!.resources > 0) : [];
+  const claimed = req.claim > 0 ? await claim(store, tx, req, tx.now(), state!.resources > 0) : [];
   // A workstream this exchange claimed from is still running: no need to look.
   for (const t of claimed) workstreams.delete(t.workstreamId);
   if (workstreams.size > 0) await settleWorkstreams(tx, [...workstreams].sort(), actor);
@@ -195,6 +195,20 @@ async function claim(
     blocked,
     `, nextval('lease_tokens') AS "leaseToken"`,
   );
+  if (!resources) {
+    // Nothing to allocate: the claim and its row writes are one statement, recorded exactly as
+    // claimChange describes them (the conformance suite's replay checks hold it to that).
+    const rows = await tx.all<ClaimRow & { leaseToken: number }>(
+      `WITH c AS (${q.sql} FOR UPDATE SKIP LOCKED)
+       UPDATE tasks AS t SET attempts = c.attempts + 1, lease_token = c."leaseToken",
+         lease_worker = ?, lease_expires_at = ?, status = 'running', updated_at = ?
+       FROM c WHERE t.id = c.id
+       RETURNING c.*`,
+      [...q.params, req.workerId, now + req.leaseMs, now],
+    );
+    for (const r of rows) tx.record(store.prepare(claimChange(r, r.leaseToken, req, now), now));
+    return rows.map(({ leaseToken, ...r }) => claimedTask(r, leaseToken, now));
+  }
   const rows = await tx.all<ClaimRow & { leaseToken: number }>(
     `${q.sql} FOR UPDATE SKIP LOCKED`,
     q.params,

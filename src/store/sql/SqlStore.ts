@@ -279,9 +279,12 @@ export abstract class SqlStore implements Store {
     return this.transaction("read", fn);
   }
 
-  /** Prepares a transition (no database needed), with the write statement for its fields. @internal */
-  prepare(c: Change): PreparedChange {
-    return prepareChange(c, this.clock.now(), (fields) => {
+  /**
+   * Prepares a transition (no database needed), with the write statement for its fields; `at`
+   * is its time, now unless a caller that wrote the row itself gives the time it wrote. @internal
+   */
+  prepare(c: Change, at = this.clock.now()): PreparedChange {
+    return prepareChange(c, at, (fields) => {
       const insert = c.from === null;
       const signature = `${insert ? "i" : "u"}:${c.kind}:${fields.join(",")}`;
       let shape = this.shapes.get(signature);
