@@ -16,7 +16,7 @@ import {
   redact,
 } from "./connection.js";
 import { DbClock } from "./db-clock.js";
-import { exchange as setBasedExchange } from "./exchange.js";
+import { type CompletedRow, exchange as setBasedExchange } from "./exchange.js";
 import { PG_MIGRATIONS } from "./migrations.js";
 import { Notifications } from "./notifications.js";
 
@@ -119,7 +119,7 @@ export class PgStore extends SqlStore {
       // queue that just filled up looks empty to the planner, and its plans (cached per
       // connection) would then fetch and sort every queued task to claim a few (8 ms rather than
       // 0.1 ms for 5,000 queued), or scan the table for each batch update. Index walks only.
-      shared: `BEGIN; SELECT pg_advisory_xact_lock_shared(${lock}); SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off`,
+      shared: `BEGIN; SELECT pg_advisory_xact_lock_shared(${lock}); SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL enable_seqscan = off`,
       read: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
     };
     this.notifications = new Notifications(location, `mend_wake_${location.schema}`);
@@ -248,6 +248,44 @@ export class PgStore extends SqlStore {
     return q.run(this.batchSql(shape), [JSON.stringify(rows)]);
   }
 
+  /**
+   * Completes held tasks set-based (./exchange.ts): each row of `batch` (one shape) is written
+   * only when the task is running under `tokens[i]` held by `workerId`, with no breaker, fallbacks
+   * or quality threshold. Returns what the records need of the rows written. @internal
+   */
+  async completeHeld(
+    q: Queryable,
+    batch: PreparedChange[],
+    tokens: number[],
+    workerId: string,
+  ): Promise<CompletedRow[]> {
+    const shape = batch[0]!.shape;
+    const keys = shape.columns.map((_, j) => `v${j}`);
+    const rows = batch.map((p, i) => {
+      const row: Record<string, unknown> = {
+        id: p.change.id,
+        token: tokens[i],
+        expected: "running",
+      };
+      for (let c = 0; c < keys.length; c++) row[keys[c]!] = p.values[c];
+      return row;
+    });
+    let sql = this.completionStatements.get(shape);
+    if (!sql) {
+      const types = this.columnTypes.get(shape.table)!;
+      const record = shape.columns.map((c, j) => `v${j} ${types.get(c)}`);
+      sql = `UPDATE tasks AS t SET ${shape.columns.map((c, j) => `"${c}" = u.v${j}`).join(", ")}
+        FROM json_to_recordset(?::json) AS u(${[...record, "id text", "token bigint", "expected text"].join(", ")})
+        WHERE t.id = u.id AND t.status = u.expected AND t.lease_token = u.token AND t.lease_worker = ?
+          AND t.breaker IS NULL AND t.fallbacks IS NULL AND t.quality_threshold IS NULL
+        RETURNING t.id, t.workstream_id AS "workstreamId", t.attempts, t.revivals,
+          EXISTS (SELECT 1 FROM task_deps d WHERE d.dep_id = t.id) AS "hasDependents"`;
+      this.completionStatements.set(shape, sql);
+    }
+    return q.all<CompletedRow>(sql, [JSON.stringify(rows), workerId]);
+  }
+
+  private readonly completionStatements = new Map<WriteShape, string>();
   private readonly batchStatements = new Map<WriteShape, string>();
 
   /** The JSON keys of a batch row: one per column, then the id and expected status. */

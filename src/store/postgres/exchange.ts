@@ -25,7 +25,6 @@ import {
   fencingRefusal,
   HELD_COLUMNS,
   type HeldRow,
-  judgeQuality,
 } from "../sql/outcomes.js";
 import { rowToDegradation } from "../sql/codec.js";
 import { allocateClaims, claimBlocked } from "../sql/resources.js";
@@ -72,43 +71,114 @@ async function settleAndClaim(
   const { level, name, quality, capabilities } =
     state!.id === null ? normalRecord() : rowToDegradation(state!);
 
-  const settled: Settlement[] = [];
   const workstreams = new Set<string>();
-  if (req.outcomes.length > 0) {
-    const ids = [...new Set(req.outcomes.map((o) => o.taskId))].sort();
-    const rows = await tx.all<HeldRow & { dependents: number }>(
-      `SELECT ${HELD_COLUMNS}, (SELECT COUNT(*) FROM task_deps d WHERE d.dep_id = tasks.id) AS dependents
-       FROM tasks WHERE id = ANY(?::text[]) ORDER BY id FOR UPDATE`,
-      [ids],
-    );
-    const held = new Map<string, HeldRow>(rows.map((r) => [r.id, r]));
-    const withDependents = new Set(rows.filter((r) => r.dependents > 0).map((r) => r.id));
-    const completions: PreparedChange[] = [];
-    for (const o of req.outcomes) {
-      const row = held.get(o.taskId);
-      const refusal = fencingRefusal(o, row, req.workerId);
-      if (refusal) {
-        settled.push(refusal);
-        continue;
-      }
-      if (row!.breaker !== null || row!.fallbacks !== null) throw new NeedsGeneral();
-      const outcome = judgeQuality(o, row!, null);
-      if (outcome.kind !== "complete") throw new NeedsGeneral();
-      completions.push(store.prepare(completionChange(row!, outcome, null, actor)));
-      // A second outcome for the task in this batch is refused, as it would be after a commit.
-      held.set(row!.id, { ...row!, status: "completed", leaseToken: null, leaseWorker: null });
-      settled.push({ taskId: row!.id, applied: true, status: "completed" });
-      workstreams.add(row!.workstreamId);
-    }
-    await tx.applyMany(completions);
-    const done = completions.map((p) => p.change.id).filter((id) => withDependents.has(id));
-    await queueReadyDependents(store, tx, done, actor);
-  }
+  const settled =
+    req.outcomes.length > 0 ? await settleCompletions(store, tx, req, actor, workstreams) : [];
   const claimed = req.claim > 0 ? await claim(store, tx, req, tx.now(), state!.resources > 0) : [];
   // A workstream this exchange claimed from is still running: no need to look.
   for (const t of claimed) workstreams.delete(t.workstreamId);
   if (workstreams.size > 0) await settleWorkstreams(tx, [...workstreams].sort(), actor);
   return { settled, claimed, degradation: { level, name, quality, capabilities } };
+}
+
+/** What the guarded completion returns of each task it completed. */
+export type CompletedRow = Pick<HeldRow, "id" | "workstreamId" | "attempts" | "revivals"> & {
+  hasDependents: boolean;
+};
+
+/**
+ * Completes the held tasks in one guarded UPDATE per write shape: a row is written only when the
+ * sender still holds its lease and nothing about it needs the general exchange (a breaker to
+ * count, fallbacks, a quality threshold). The patch is the same whatever the row, so it is
+ * prepared before the rows are known; each record then takes its row's attempt and event. Rows
+ * the UPDATE left alone are read: a lease no longer held is refused, anything else goes to the
+ * general exchange. A task's second outcome in one batch is judged as after the first.
+ */
+async function settleCompletions(
+  store: PgStore,
+  tx: Tx,
+  req: ExchangeRequest,
+  actor: string,
+  workstreams: Set<string>,
+): Promise<Settlement[]> {
+  const outcomes = req.outcomes as CompleteOutcome[];
+  const first = new Map<string, CompleteOutcome>();
+  for (const o of outcomes) if (!first.has(o.taskId)) first.set(o.taskId, o);
+  const prepared = new Map<CompleteOutcome, PreparedChange>();
+  for (const o of first.values()) {
+    prepared.set(o, store.prepare(completionChange(standIn(o.taskId), o, null, actor)));
+  }
+  const done = new Map<string, CompletedRow>();
+  for (const batch of groupByShape([...prepared.values()])) {
+    const tokens = batch.map((p) => first.get(p.change.id)!.token);
+    for (const row of await store.completeHeld(tx, batch, tokens, req.workerId)) {
+      done.set(row.id, row);
+    }
+  }
+  const unsettled = [...first.keys()].filter((id) => !done.has(id)).sort();
+  const held = new Map<string, HeldRow>();
+  if (unsettled.length > 0) {
+    for (const row of await tx.all<HeldRow>(
+      `SELECT ${HELD_COLUMNS} FROM tasks WHERE id = ANY(?::text[]) ORDER BY id FOR UPDATE`,
+      [unsettled],
+    )) {
+      held.set(row.id, row);
+    }
+  }
+  const settled: Settlement[] = [];
+  const recorded = new Set<string>();
+  for (const o of outcomes) {
+    const row = done.get(o.taskId);
+    if (row && first.get(o.taskId) === o) {
+      tx.record({
+        ...prepared.get(o)!,
+        change: completionChange({ ...standIn(row.id), ...row }, o, null, actor),
+      });
+      recorded.add(row.id);
+      workstreams.add(row.workstreamId);
+      settled.push({ taskId: o.taskId, applied: true, status: "completed" });
+      continue;
+    }
+    const current: HeldRow | undefined = recorded.has(o.taskId)
+      ? { ...standIn(o.taskId), status: "completed" }
+      : held.get(o.taskId);
+    const refusal = fencingRefusal(o, current, req.workerId);
+    if (!refusal) throw new NeedsGeneral();
+    settled.push(refusal);
+  }
+  const withDependents = [...done.values()].filter((r) => r.hasDependents).map((r) => r.id);
+  await queueReadyDependents(store, tx, withDependents.sort(), actor);
+  return settled;
+}
+
+type CompleteOutcome = Extract<ExchangeRequest["outcomes"][number], { kind: "complete" }>;
+
+/** A held row with only an id: what a completion's patch needs, which no row changes. */
+function standIn(id: string): HeldRow {
+  return {
+    id,
+    workstreamId: "",
+    status: "running",
+    leaseToken: null,
+    leaseWorker: null,
+    attempts: 1,
+    revivals: 0,
+    breaker: null,
+    handler: "",
+    qualityThreshold: null,
+    fallbacks: null,
+  };
+}
+
+/** Prepared changes grouped by write shape, in first-seen order. */
+function groupByShape(prepared: PreparedChange[]): PreparedChange[][] {
+  const groups = new Map<unknown, PreparedChange[]>();
+  for (const p of prepared) {
+    const g = groups.get(p.shape);
+    if (g) g.push(p);
+    else groups.set(p.shape, [p]);
+  }
+  return [...groups.values()];
 }
 
 /**
