@@ -385,6 +385,64 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
         await expectConsistent(store, clock);
       });
 
+      it("settles a batch outcome by outcome: stale tokens, repeats and others' leases refused, a quality failure judged", async () => {
+        const { store, clock } = await setup();
+        // Another worker's task first, so that w1 claims the batch's four.
+        const { workstreamId: other } = await store.submit(spec([{ id: "x" }], { name: "other" }));
+        const d = await claimKey(store, "x", "w2");
+        const { workstreamId: ws } = await store.submit(
+          validateDefinition({
+            name: "batch",
+            tasks: [
+              ...["a", "b", "c"].map((id) => ({ id, handler: "work" })),
+              { id: "p", handler: "work", qualityThreshold: 0.6, retry: { maxAttempts: 1 } },
+            ],
+          }),
+        );
+        const [a, b, c, q] = await claimAs(store, "w1", ["work"], 4);
+        const seq = await store.lastSeq();
+        const outcomes = [
+          { ...completed(a!, "stale"), token: a!.leaseToken - 1 },
+          completed(b!, "b first"),
+          completed(b!, "b again"),
+          completed(d, "not w1's"),
+          completed(c!, "c"),
+        ];
+        // Plain completions, then the same with one that needs judging (its quality is low).
+        expect((await settle(store, "w1", outcomes)).map((s) => s.applied)).toEqual([
+          false,
+          true,
+          false,
+          false,
+          true,
+        ]);
+        const [low] = await settle(store, "w1", [
+          completed(a!, "a"),
+          { kind: "complete", taskId: q!.id, token: q!.leaseToken, output: "q", quality: 0.4 },
+        ]).then((r) => r.slice(1));
+        expect(low).toMatchObject({ applied: true, status: "failed" });
+        const tasks = await byKey(store, ws);
+        expect(tasks.a).toMatchObject({ status: "completed", output: "a" });
+        expect(tasks.b).toMatchObject({ status: "completed", output: "b first" });
+        expect(tasks.c).toMatchObject({ status: "completed", output: "c" });
+        expect((await byKey(store, other)).x).toMatchObject({
+          status: "running",
+          leaseWorker: "w2",
+        });
+        expect(tasks.p).toMatchObject({ status: "failed" });
+        // Recorded: three completions and the quality failure, nothing for the refusals.
+        const events = (await store.listTransitions({ afterSeq: seq })).map(
+          (t) => `${t.entityId.split("/")[1]}:${t.event}`,
+        );
+        expect(events.filter((e) => e.endsWith("task_completed")).sort()).toEqual([
+          "a:task_completed",
+          "b:task_completed",
+          "c:task_completed",
+        ]);
+        expect(events).toContain("p:task_failed");
+        await expectConsistent(store, clock);
+      });
+
       it("heartbeat renews only the caller's own leases and reports the lost ones", async () => {
         const { store, clock } = await setup();
         for (const id of ["old", "new"]) {
