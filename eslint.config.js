@@ -3,7 +3,16 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["dist/", "dist-bench/", "node_modules/", ".mend/", "bench/results/"] },
+  {
+    ignores: [
+      "dist/",
+      "dist-bench/",
+      "node_modules/",
+      "bench/node_modules/",
+      ".mend/",
+      "bench/results/",
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
