@@ -4,6 +4,7 @@ import { FakeClock } from "../src/engine/clock.js";
 import { Worker } from "../src/engine/Worker.js";
 import { validateDefinition } from "../src/model/definition.js";
 import type { ExchangeRequest, ExchangeResult, Store } from "../src/store/store.js";
+import { planner } from "./helpers/recovery.js";
 import { spec } from "./helpers/specs.js";
 import { tempStore } from "./helpers/tmp.js";
 import { waitFor } from "./helpers/wait.js";
@@ -116,5 +117,88 @@ describe("Worker", () => {
     const events = (await store.listTransitions({ entityId: taskIds[0]! })).map((t) => t.event);
     expect(events).toContain("task_timeout");
     await worker.stop(0);
+  });
+
+  describe("prefetch", () => {
+    /** A worker whose handler holds every task until the test lets it go. */
+    async function holding(prefetch: number, tasks: number) {
+      const clock = new FakeClock();
+      const { store } = tempStore(clock);
+      const { workstreamId } = await store.submit(
+        spec(Array.from({ length: tasks }, (_, i) => ({ id: `t${i}` }))),
+      );
+      const started: string[] = [];
+      const releases: (() => void)[] = [];
+      const worker = new Worker({
+        store,
+        clock,
+        concurrency: 2,
+        prefetch,
+        heartbeatMs: 500,
+        leaseMs: 2_000,
+        handlers: {
+          work: (ctx) =>
+            new Promise<string>((resolve) => {
+              started.push(ctx.taskId);
+              releases.push(() => resolve("done"));
+            }),
+        },
+      });
+      const statuses = async () =>
+        (await store.listTasks(workstreamId)).reduce<Record<string, number>>((n, t) => {
+          n[t.status] = (n[t.status] ?? 0) + 1;
+          return n;
+        }, {});
+      return { clock, store, worker, started, releases, statuses };
+    }
+
+    it("claims up to concurrency + prefetch but runs at most concurrency handlers at once", async () => {
+      const { worker, started, releases, statuses } = await holding(3, 8);
+      await worker.start();
+      await waitFor(async () => (await statuses()).running === 5, 5_000, "five claims");
+      expect(started).toHaveLength(2);
+      // A slot freed starts a prefetched task at once, without waiting for the store.
+      releases.shift()!();
+      await waitFor(() => started.length === 3, 5_000, "a prefetched task to start");
+      while (started.length < 8 || releases.length > 0) {
+        releases.shift()?.();
+        await new Promise((r) => setImmediate(r));
+        expect(worker.inFlight).toBeLessThanOrEqual(2);
+      }
+      await waitFor(async () => (await statuses()).completed === 8, 5_000, "all eight done");
+      await worker.stop(0);
+    });
+
+    it("keeps prefetched tasks' leases alive while they wait", async () => {
+      const { clock, store, worker, started, releases, statuses } = await holding(2, 4);
+      await worker.start();
+      await waitFor(async () => (await statuses()).running === 4, 5_000, "four claims");
+      // Three lease lengths pass: heartbeats renew the two waiting tasks' leases too.
+      await clock.advanceAsync(6_000, 250);
+      expect(await store.sweepExpiredLeases(planner)).toEqual([]);
+      while (started.length < 4 || releases.length > 0) {
+        releases.shift()?.();
+        await new Promise((r) => setImmediate(r));
+      }
+      await waitFor(async () => (await statuses()).completed === 4, 5_000, "all four done");
+      await worker.stop(0);
+    });
+
+    it("gives prefetched tasks back at once when it stops", async () => {
+      const { worker, started, releases, statuses } = await holding(3, 5);
+      await worker.start();
+      await waitFor(async () => (await statuses()).running === 5, 5_000, "five claims");
+      const stopped = worker.stop(60_000);
+      // The three waiting are queued again while the two running may still finish.
+      await waitFor(
+        async () => (await statuses()).queued === 3,
+        5_000,
+        "the prefetched tasks to be released",
+      );
+      expect(started).toHaveLength(2);
+      for (const release of releases) release();
+      await stopped;
+      expect(await statuses()).toEqual({ completed: 2, queued: 3 });
+    });
   });
 });

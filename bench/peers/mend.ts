@@ -16,6 +16,12 @@ const VERSION = (JSON.parse(readFileSync("package.json", "utf8")) as { version: 
 /** Tasks per submitted workstream: Mend's unit of submission, like a peer's bulk insert. */
 const CHUNK = 1_000;
 
+/**
+ * Tasks a worker claims beyond its concurrency: the counterpart of graphile-worker's local queue
+ * of 500 (bench/peers/graphile-worker.ts), each system in its fastest durable configuration.
+ */
+const PREFETCH = 500;
+
 /** Mend's lease settings: the CLI's defaults, and the fastest the bench has run reliably. */
 const FLAGS = {
   default: [],
@@ -32,8 +38,8 @@ export function mend(storeKind: "sqlite" | "postgres"): System {
     version: `mend ${VERSION}`,
     backend:
       storeKind === "sqlite"
-        ? "SQLite file, WAL, synchronous=FULL"
-        : `PostgreSQL at ${new URL(PG_URL).host}, a fresh schema per run`,
+        ? `SQLite file, WAL, synchronous=FULL; workers with --prefetch ${PREFETCH}`
+        : `PostgreSQL at ${new URL(PG_URL).host}, a fresh schema per run; workers with --prefetch ${PREFETCH}`,
     kind: storeKind === "sqlite" ? "embedded" : "postgres",
     recovery: {
       default: { description: "heartbeat 1 s, lease 5 s, sweep 1 s (the CLI's defaults)" },
@@ -81,6 +87,8 @@ export function mend(storeKind: "sqlite" | "postgres"): System {
           "bench/peers/mend-handlers.mjs",
           "--concurrency",
           String(o.concurrency),
+          "--prefetch",
+          String(PREFETCH),
           ...FLAGS[o.settings],
         ],
         workerEnv(o),

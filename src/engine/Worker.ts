@@ -42,7 +42,14 @@ export interface WorkerOptions {
   leaseMs?: number;
   /** Poll interval while idle, in case a wake-up is missed (default 250). */
   pollMs?: number;
-  /** Most tasks settled and claimed in one transaction (default 100). */
+  /**
+   * Tasks claimed beyond `concurrency`, waiting in the worker for a free slot (default 0). With
+   * short tasks, round trips then carry more tasks each and run while handlers do, rather than
+   * between them; a prefetched task holds its lease, and counts as started, from its claim, so
+   * keep it small where tasks run long (other workers cannot take what one holds).
+   */
+  prefetch?: number;
+  /** Most tasks settled and claimed in one transaction (default 100, or `prefetch` if larger). */
   batchSize?: number;
   /** Default id: `w_…`. */
   id?: string;
@@ -108,6 +115,9 @@ export class Worker {
   private readonly children = new Set<Promise<void>>();
 
   private readonly running = new Map<string, Running>();
+  private readonly prefetch: number;
+  /** Prefetched tasks waiting for a slot, by id, in claim order. */
+  private readonly waiting = new Map<string, ClaimedTask>();
   /** The degradation level the store last reported, handed to handlers. */
   private degradation: DegradationView = NORMAL_DEGRADATION;
   private outbox: Outcome[] = [];
@@ -146,7 +156,8 @@ export class Worker {
     this.heartbeatMs = positive("heartbeatMs", options.heartbeatMs ?? 1000);
     this.leaseMs = positive("leaseMs", options.leaseMs ?? 5000);
     this.pollMs = positive("pollMs", options.pollMs ?? 250);
-    this.batchSize = positive("batchSize", options.batchSize ?? 100);
+    this.prefetch = nonNegative("prefetch", options.prefetch ?? 0);
+    this.batchSize = positive("batchSize", options.batchSize ?? Math.max(100, this.prefetch));
     this.id = options.id ?? newId("w", this.clock.now());
     if (this.id.startsWith(WORKSTREAM_ID_PREFIX) || this.id.includes("/") || this.id === "") {
       throw new MendError(
@@ -201,6 +212,12 @@ export class Worker {
     this.stopping = true;
     this.unsubscribeWake?.();
     if (this.pollTimer) this.clock.clearTimeout(this.pollTimer);
+    // Prefetched tasks never started: another worker may have them now.
+    if (this.waiting.size > 0) {
+      for (const task of this.waiting.values()) this.release(task, "worker shutting down");
+      this.waiting.clear();
+      this.schedulePump();
+    }
     if (this.running.size > 0) {
       await new Promise<void>((resolve) => {
         const timer = this.clock.setTimeout(resolve, graceMs);
@@ -220,14 +237,7 @@ export class Worker {
     // are released, so that no other worker runs a task while its old process still does; the
     // heartbeats keep the leases meanwhile.
     if (this.children.size > 0) await Promise.all(this.children);
-    for (const r of this.running.values()) {
-      this.outbox.push({
-        kind: "release",
-        taskId: r.task.id,
-        token: r.task.leaseToken,
-        reason: "worker shutting down",
-      });
-    }
+    for (const r of this.running.values()) this.release(r.task, "worker shutting down");
     this.running.clear();
     while (this.pumping) await new Promise((r) => setImmediate(r));
     await this.pump();
@@ -257,7 +267,9 @@ export class Worker {
       do {
         this.pumpAgain = false;
         const outcomes = this.outbox.splice(0, this.batchSize);
-        const free = this.stopping ? 0 : this.concurrency - this.running.size;
+        const free = this.stopping
+          ? 0
+          : this.concurrency + this.prefetch - this.running.size - this.waiting.size;
         const want = Math.min(free, this.batchSize);
         if (outcomes.length === 0 && want === 0) break;
         let result: ExchangeResult;
@@ -284,7 +296,12 @@ export class Worker {
         for (const s of settled) {
           if (!s.applied) this.log.warn("outcome refused", { task: s.taskId, reason: s.reason });
         }
-        for (const task of claimed) this.execute(task);
+        for (const task of claimed) {
+          // Claimed again (its lease expired while it waited here): the new lease replaces it.
+          this.waiting.delete(task.id);
+          if (this.running.size < this.concurrency) this.execute(task);
+          else this.waiting.set(task.id, task);
+        }
         if (this.outbox.length > 0 || (want > 0 && claimed.length === want)) this.pumpAgain = true;
         if (!this.stopping && want > 0 && claimed.length < want) this.schedulePoll();
       } while (this.pumpAgain);
@@ -326,11 +343,14 @@ export class Worker {
   private async beat(): Promise<void> {
     const running = [...this.running.values()];
     const reporting = running.map((r) => r.progress);
-    const leases = running.map((r) => ({
-      taskId: r.task.id,
-      token: r.task.leaseToken,
-      ...(r.progress > r.reported ? { progressed: true } : {}),
-    }));
+    const leases = [
+      ...running.map((r) => ({
+        taskId: r.task.id,
+        token: r.task.leaseToken,
+        ...(r.progress > r.reported ? { progressed: true } : {}),
+      })),
+      ...[...this.waiting.values()].map((t) => ({ taskId: t.id, token: t.leaseToken })),
+    ];
     const status = this.running.size > 0 ? "busy" : "idle";
     let beat: HeartbeatResult;
     try {
@@ -347,6 +367,7 @@ export class Worker {
     // In the store now; progress from here on goes with the next heartbeat.
     running.forEach((r, i) => (r.reported = reporting[i]!));
     for (const id of lost) {
+      this.waiting.delete(id);
       const r = this.running.get(id);
       if (!r) continue;
       this.log.warn("lease lost; aborting task", { task: id });
@@ -478,8 +499,23 @@ export class Worker {
     this.running.delete(task.id);
     this.clock.clearTimeout(r.timer);
     this.outbox.push(outcome);
+    this.startWaiting();
     this.schedulePump();
     if (this.running.size === 0) this.onIdle?.();
+  }
+
+  /** Starts prefetched tasks while slots are free. */
+  private startWaiting(): void {
+    for (const task of this.waiting.values()) {
+      if (this.running.size >= this.concurrency || this.stopping) return;
+      this.waiting.delete(task.id);
+      this.execute(task);
+    }
+  }
+
+  /** Gives a task back unrun: it is queued again at once. */
+  private release(task: ClaimedTask, reason: string): void {
+    this.outbox.push({ kind: "release", taskId: task.id, token: task.leaseToken, reason });
   }
 
   private fail(err: unknown): void {
@@ -490,6 +526,10 @@ export class Worker {
     this.unsubscribeWake?.();
     this.fatal?.(err);
   }
+}
+
+function nonNegative(name: string, value: number): number {
+  return value === 0 ? 0 : positive(name, value);
 }
 
 function positive(name: string, value: number): number {
