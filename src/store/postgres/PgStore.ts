@@ -3,7 +3,7 @@ import type { Clock } from "../../engine/clock.js";
 import { MendError } from "../../errors.js";
 import type { BackupInfo } from "../../state/backups.js";
 import type { JournalTransition } from "../../state/journal.js";
-import type { Queryable, SqlDialect } from "../sql/queryable.js";
+import type { Queryable, Row, SqlDialect } from "../sql/queryable.js";
 import type { ExchangeRequest, ExchangeResult } from "../store.js";
 import { SqlStore } from "../sql/SqlStore.js";
 import type { ChainHead, PreparedChange, Tx, WriteShape } from "../sql/tx.js";
@@ -52,6 +52,11 @@ const LEADER_LOCK = 0x4d454c44;
 /** How long a contender waits for a terminated leader's session to end and free the lock. */
 const TAKEOVER_WAIT_MS = 2_000;
 
+/** The result of a simple-protocol query's last statement. */
+function lastResult(r: pg.QueryResult | pg.QueryResult[]): pg.QueryResult {
+  return Array.isArray(r) ? r[r.length - 1]! : r;
+}
+
 /** Whether a connection still answers. */
 async function alive(client: pg.Client): Promise<boolean> {
   try {
@@ -68,6 +73,9 @@ async function alive(client: pg.Client): Promise<boolean> {
  * them. The records go as one JSON array of rows: serialized natively on both sides, which costs
  * a fraction of escaping thirteen text arrays.
  */
+/** Largest record batch, as JSON, sent as a literal with the COMMIT (see appendRecords). */
+const INLINE_RECORDS_BYTES = 8_192;
+
 const APPEND_SQL = `WITH appended AS (
     INSERT INTO transitions (seq, at, entity, entity_id, workstream_id, from_state, to_state, event, severity, actor, data, detail, hash)
     SELECT * FROM json_to_recordset(?::json) AS r(seq bigint, at bigint, entity text, entity_id text,
@@ -155,7 +163,8 @@ export class PgStore extends SqlStore {
 
   protected async transaction<T>(
     mode: "write" | "shared" | "read",
-    fn: (q: Queryable) => Promise<T>,
+    fn: (q: Queryable, opened: Row[]) => Promise<T>,
+    opening?: string,
   ): Promise<T> {
     const client = await this.pool.connect();
     let broken: Error | undefined;
@@ -168,11 +177,20 @@ export class PgStore extends SqlStore {
       broken ??= err;
     };
     client.on("error", onError);
+    const q = queryable(client);
+    const atCommit: string[] = [];
+    this.atCommit.set(q, atCommit);
     try {
-      // One round trip: the simple protocol runs both statements.
-      await client.query(this.begin[mode]);
-      const result = await fn(queryable(client));
-      await client.query("COMMIT");
+      // The start (with `opening`) and the end (with what was deferred to it) are one round trip
+      // each: the simple protocol runs several statements in one message, and stops at the first
+      // that fails.
+      const begun = await client.query(
+        opening === undefined ? this.begin[mode] : `${this.begin[mode]}; ${opening}`,
+      );
+      const opened = opening === undefined ? [] : lastResult(begun).rows;
+      const result = await fn(q, opened);
+      atCommit.push("COMMIT");
+      await client.query(atCommit.join(";\n"));
       return result;
     } catch (err) {
       try {
@@ -188,6 +206,16 @@ export class PgStore extends SqlStore {
     }
   }
 
+  /** Statements (parameters inlined) each open transaction runs with its COMMIT. */
+  private readonly atCommit = new WeakMap<Queryable, string[]>();
+
+  /** Runs `sql` with the transaction's COMMIT, in the same round trip. */
+  private deferToCommit(q: Queryable, sql: string): void {
+    const pending = this.atCommit.get(q);
+    if (!pending) throw new MendError("internal", "no open transaction to defer a statement to");
+    pending.push(sql);
+  }
+
   /** Settles and claims set-based where it can (./exchange.ts). */
   override exchange(req: ExchangeRequest): Promise<ExchangeResult> {
     return setBasedExchange(this, req, () => super.exchange(req));
@@ -198,24 +226,41 @@ export class PgStore extends SqlStore {
     return (await q.get<ChainHead>("SELECT seq, hash FROM chain_head WHERE id = 1 FOR UPDATE"))!;
   }
 
-  /** @internal */
+  /**
+   * The records go as one JSON array of rows: serialized natively on both sides, a fraction of
+   * the cost of escaping thirteen text arrays. A few records (a submission, an idle worker's
+   * claim) go as a literal with the COMMIT, a round trip less; many as a parameter of a prepared
+   * statement, as the server parses a long literal more slowly than the round trip it saves.
+   * @internal
+   */
   async appendRecords(q: Queryable, records: JournalTransition[], head: ChainHead): Promise<void> {
-    const rows = records.map((r) => ({
-      seq: r.seq,
-      at: r.at,
-      entity: r.entity,
-      entity_id: r.entityId,
-      workstream_id: r.workstreamId,
-      from_state: r.from,
-      to_state: r.to,
-      event: r.event,
-      severity: r.severity,
-      actor: r.actor,
-      data: r.dataJson,
-      detail: r.detailJson,
-      hash: r.hash,
-    }));
-    await q.run(APPEND_SQL, [JSON.stringify(rows), head.seq, head.hash]);
+    const rows = JSON.stringify(
+      records.map((r) => ({
+        seq: r.seq,
+        at: r.at,
+        entity: r.entity,
+        entity_id: r.entityId,
+        workstream_id: r.workstreamId,
+        from_state: r.from,
+        to_state: r.to,
+        event: r.event,
+        severity: r.severity,
+        actor: r.actor,
+        data: r.dataJson,
+        detail: r.detailJson,
+        hash: r.hash,
+      })),
+    );
+    if (rows.length > INLINE_RECORDS_BYTES) {
+      await q.run(APPEND_SQL, [rows, head.seq, head.hash]);
+      return;
+    }
+    let n = 0;
+    const values = [pg.escapeLiteral(rows), String(head.seq), pg.escapeLiteral(head.hash)];
+    this.deferToCommit(
+      q,
+      APPEND_SQL.replace(/\?/g, () => values[n++]!),
+    );
   }
 
   /** Tokens from a sequence: unique and increasing, taken without the log's head. */
@@ -324,7 +369,12 @@ export class PgStore extends SqlStore {
 
   protected override async beforeCommit(tx: Tx): Promise<void> {
     // Delivered when the transaction commits, and only then.
-    if (tx.wakeRequested) await tx.run("SELECT pg_notify(?, '')", [this.notifications.channel]);
+    if (tx.wakeRequested) {
+      this.deferToCommit(
+        tx.q,
+        `SELECT pg_notify(${pg.escapeLiteral(this.notifications.channel)}, '')`,
+      );
+    }
   }
 
   protected async backupBeforeRollback(): Promise<void> {

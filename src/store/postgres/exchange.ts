@@ -43,11 +43,28 @@ export async function exchange(
 ): Promise<ExchangeResult> {
   if (req.outcomes.some((o) => o.kind !== "complete")) return general();
   try {
-    return await store.write((tx) => settleAndClaim(store, tx, req), "shared");
+    return await store.write(
+      (tx) => settleAndClaim(store, tx, req),
+      "shared",
+      stateQuery(store.clock.now()),
+    );
   } catch (err) {
     if (err instanceof NeedsGeneral) return general();
     throw err;
   }
+}
+
+/**
+ * The degradation level for handlers; whether a breaker is to move to half-open or is probing
+ * (its probes are counted one claim at a time); whether any resources exist. Read as the
+ * transaction starts, in the same round trip.
+ */
+function stateQuery(now: number): string {
+  return `SELECT d.*, (SELECT COUNT(*) FROM (SELECT 1 FROM breakers
+                    WHERE status = 'half_open' OR (status = 'open' AND forced = 0 AND open_until <= ${Math.trunc(now)})
+                    LIMIT 1) AS b) AS probing,
+       (SELECT COUNT(*) FROM (SELECT 1 FROM resources LIMIT 1) AS r) AS resources
+     FROM (SELECT 1) AS one LEFT JOIN degradation d ON d.id = 'system'`;
 }
 
 async function settleAndClaim(
@@ -55,26 +72,16 @@ async function settleAndClaim(
   tx: Tx,
   req: ExchangeRequest,
 ): Promise<ExchangeResult> {
-  const now = tx.now();
   const actor = `worker:${req.workerId}`;
-  // The degradation level for handlers, and whether a breaker is to move to half-open or is
-  // probing (its probes are counted one claim at a time): one round trip.
-  const state = await tx.get<Record<string, unknown> & { probing: number; resources: number }>(
-    `SELECT d.*, (SELECT COUNT(*) FROM (SELECT 1 FROM breakers
-                    WHERE status = 'half_open' OR (status = 'open' AND forced = 0 AND open_until <= ?)
-                    LIMIT 1) AS b) AS probing,
-       (SELECT COUNT(*) FROM (SELECT 1 FROM resources LIMIT 1) AS r) AS resources
-     FROM (SELECT 1) AS one LEFT JOIN degradation d ON d.id = 'system'`,
-    [now],
-  );
-  if (state!.probing > 0) throw new NeedsGeneral();
+  const state = tx.opened[0] as Record<string, unknown> & { probing: number; resources: number };
+  if (state.probing > 0) throw new NeedsGeneral();
   const { level, name, quality, capabilities } =
-    state!.id === null ? normalRecord() : rowToDegradation(state!);
+    state.id === null ? normalRecord() : rowToDegradation(state);
 
   const workstreams = new Set<string>();
   const settled =
     req.outcomes.length > 0 ? await settleCompletions(store, tx, req, actor, workstreams) : [];
-  const claimed = req.claim > 0 ? await claim(store, tx, req, tx.now(), state!.resources > 0) : [];
+  const claimed = req.claim > 0 ? await claim(store, tx, req, tx.now(), state.resources > 0) : [];
   // A workstream this exchange claimed from is still running: no need to look.
   for (const t of claimed) workstreams.delete(t.workstreamId);
   if (workstreams.size > 0) await settleWorkstreams(tx, [...workstreams].sort(), actor);

@@ -197,11 +197,13 @@ export abstract class SqlStore implements Store {
    * every other writer (`write`); one that excludes `write` transactions but may run beside other
    * `shared` ones, for code that locks the rows it decides on (`shared`; where the dialect has a
    * single writer anyway, the same as `write`); or a read-only one that sees one consistent state
-   * (`read`).
+   * (`read`). `opening`, a statement without parameters, runs first, in the same round trip as
+   * the transaction's start where the dialect can; `fn` gets its rows.
    */
   protected abstract transaction<T>(
     mode: "write" | "shared" | "read",
-    fn: (q: Queryable) => Promise<T>,
+    fn: (q: Queryable, opened: Row[]) => Promise<T>,
+    opening?: string,
   ): Promise<T>;
 
   /** The log's last record, locked against other appenders until the transaction ends. @internal */
@@ -236,20 +238,29 @@ export abstract class SqlStore implements Store {
   // ---------------------------------------------------------------- transactions
 
   /**
-   * Runs `fn` in one write transaction (see {@link SqlStore.transaction} for `mode`); its records
-   * are chained and written as it ends. @internal
+   * Runs `fn` in one write transaction (see {@link SqlStore.transaction} for `mode` and
+   * `opening`, whose rows are `tx.opened`); its records are chained and written as it ends.
+   * @internal
    */
-  async write<T>(fn: (tx: Tx) => Promise<T>, mode: "write" | "shared" = "write"): Promise<T> {
+  async write<T>(
+    fn: (tx: Tx) => Promise<T>,
+    mode: "write" | "shared" = "write",
+    opening?: string,
+  ): Promise<T> {
     let done: Tx | null = null;
     try {
-      const result = await this.transaction(mode, async (q) => {
-        const tx = new Tx(this, q);
-        const r = await fn(tx);
-        await tx.flush();
-        await this.beforeCommit(tx);
-        done = tx;
-        return r;
-      });
+      const result = await this.transaction(
+        mode,
+        async (q, opened) => {
+          const tx = new Tx(this, q, opened);
+          const r = await fn(tx);
+          await tx.flush();
+          await this.beforeCommit(tx);
+          done = tx;
+          return r;
+        },
+        opening,
+      );
       return result;
     } finally {
       this.afterTransaction(done);

@@ -82,7 +82,10 @@ export class Tx implements Queryable {
 
   constructor(
     readonly store: SqlStore,
-    private readonly q: Queryable,
+    /** The transaction's connection. @internal */
+    readonly q: Queryable,
+    /** The rows of the statement the transaction opened with (see {@link SqlStore.write}). */
+    readonly opened: Row[] = [],
   ) {}
 
   get<T = Row>(sql: string, params?: readonly unknown[]): Promise<T | undefined> {

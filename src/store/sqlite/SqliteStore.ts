@@ -191,13 +191,15 @@ export class SqliteStore extends SqlStore {
 
   protected transaction<T>(
     mode: "write" | "shared" | "read",
-    fn: (q: Queryable) => Promise<T>,
+    fn: (q: Queryable, opened: Row[]) => Promise<T>,
+    opening?: string,
   ): Promise<T> {
     return this.serial(async () => {
       // One writer at a time whatever the mode: SQLite has no other kind.
       this.begin[mode === "read" ? "read" : "write"].run();
       try {
-        const result = await fn(this.direct);
+        const opened = opening === undefined ? [] : await this.direct.all(opening);
+        const result = await fn(this.direct, opened);
         this.db.exec("COMMIT");
         return result;
       } catch (err) {
