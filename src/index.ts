@@ -20,7 +20,9 @@ export { HandlerProcessError } from "./engine/isolate.js";
 export { LeaseLostError, Worker, type WorkerOptions } from "./engine/Worker.js";
 export { isMendError, MendError, type MendErrorCode } from "./errors.js";
 export {
+  type BreakerDefinition,
   defineWorkstream,
+  type TaskRetryDefinition,
   validateDefinition,
   type WorkstreamDefinition,
 } from "./model/definition.js";
@@ -46,7 +48,13 @@ export type {
   TaskSpec,
   WorkstreamSpec,
 } from "./model/spec.js";
-export type { ResourceStatus, TaskStatus, WorkerStatus, WorkstreamStatus } from "./model/states.js";
+export type {
+  BreakerStatus,
+  ResourceStatus,
+  TaskStatus,
+  WorkerStatus,
+  WorkstreamStatus,
+} from "./model/states.js";
 export { TRANSITIONS } from "./model/states.js";
 export {
   COMPLETION_EVENTS,
@@ -56,8 +64,16 @@ export {
   prometheusText,
   type RecoveryMetrics,
 } from "./observe/metrics.js";
-export { DEFAULT_BREAKER } from "./recovery/breaker.js";
-export { classifyError } from "./recovery/classify.js";
+export { type BreakerState, DEFAULT_BREAKER } from "./recovery/breaker.js";
+export {
+  type BreakerChangeEvent,
+  BreakerOpenError,
+  type CallContext,
+  type CallFn,
+  CallPolicy,
+  type CallPolicyOptions,
+} from "./recovery/call-policy.js";
+export { type ClassifierRule, classifyError, TaskTimeoutError } from "./recovery/classify.js";
 export {
   type CompensationInput,
   type CompensationOrder,
