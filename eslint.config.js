@@ -11,6 +11,7 @@ export default tseslint.config(
       "bench/node_modules/",
       ".mend/",
       "bench/results/",
+      "bench/.build/",
     ],
   },
   js.configs.recommended,

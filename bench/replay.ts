@@ -3,6 +3,10 @@
  * (`mend state restore --from-transitions`), for 1,000,000 transitions by default. The store is
  * filled through the real write path (submit, then claim and complete in batches), then rebuilt
  * into a new file: journal read, chain verified, log inserted, state replayed and written.
+ *
+ * With `--json` (for `npm run bench:peers`, bench/peers/run.ts), the summary goes to stderr with
+ * the progress, and stdout gets one JSON line instead: `{ transitions, journalMiB, fillMs,
+ * trialsMs, medianMs }` (bench/peers/results.ts `Replay`).
  */
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -18,6 +22,7 @@ const { values: args } = parseArgs({
   options: {
     transitions: { type: "string", default: "1000000" },
     trials: { type: "string", default: "3" },
+    json: { type: "boolean", default: false },
   },
 });
 const TRANSITIONS = Number(args.transitions);
@@ -73,8 +78,9 @@ try {
   await store.close();
   const journal = journalDirFor(path);
   const bytes = listSegments(journal).reduce((n, f) => n + statSync(join(journal, f)).size, 0);
+  const fillMs = performance.now() - filling;
   process.stderr.write(
-    `filled ${count.toLocaleString("en-US")} transitions (${(bytes / 2 ** 20).toFixed(0)} MiB of journal) in ${((performance.now() - filling) / 1000).toFixed(1)} s\n`,
+    `filled ${count.toLocaleString("en-US")} transitions (${(bytes / 2 ** 20).toFixed(0)} MiB of journal) in ${(fillMs / 1000).toFixed(1)} s\n`,
   );
 
   const times: number[] = [];
@@ -89,11 +95,16 @@ try {
       `trial ${i + 1}: ${result.transitions.toLocaleString("en-US")} transitions in ${(ms / 1000).toFixed(2)} s\n`,
     );
   }
-  times.sort((a, b) => a - b);
-  const median = times[Math.floor(times.length / 2)]!;
-  process.stdout.write(
+  const sorted = [...times].sort((a, b) => a - b);
+  const median = sorted[Math.floor(sorted.length / 2)]!;
+  (args.json ? process.stderr : process.stdout).write(
     `rebuild from the journal, ${count.toLocaleString("en-US")} transitions: median ${(median / 1000).toFixed(2)} s (${Math.round((count / median) * 1000).toLocaleString("en-US")} transitions/s); target < 10 s\n`,
   );
+  if (args.json) {
+    const journalMiB = bytes / 2 ** 20;
+    const summary = { transitions: count, journalMiB, fillMs, trialsMs: times, medianMs: median };
+    process.stdout.write(`${JSON.stringify(summary)}\n`);
+  }
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

@@ -1,7 +1,8 @@
 /**
  * A BullMQ worker process for the peer comparison, started by `bullmq().startWorker` as
- * `node --import tsx bench/peers/bullmq-worker.ts` with `workerEnv`'s variables plus
- * `BENCH_REDIS_URL` and `BENCH_PREFIX`. Runs the `JobKind` handlers and prints `WorkerEvent` lines.
+ * `node bench/.build/bullmq-worker.js` (this file as plain JavaScript, ./build-workers.ts) with
+ * `workerEnv`'s variables plus `BENCH_REDIS_URL` and `BENCH_PREFIX`. Runs the `JobKind` handlers
+ * and prints `WorkerEvent` lines. It never sees `other` jobs: they are in a queue of their own.
  */
 import { Worker, type Job } from "bullmq";
 import { DEFAULT_REDIS_URL, PREFIX, QUEUE, WORKER_SETTINGS } from "./bullmq.js";

@@ -1,15 +1,22 @@
 /**
  * BullMQ in the peer comparison: one queue on Redis, jobs added with `addBulk`, workers run as
- * `bench/peers/bullmq-worker.ts` processes. Completed jobs stay in BullMQ's completed set (no
- * `removeOnComplete`), which is what {@link System.completed} counts.
+ * `bench/peers/bullmq-worker.ts` processes (built to plain JavaScript, ./build-workers.ts).
+ * Completed jobs stay in BullMQ's completed set (no `removeOnComplete`), which is what
+ * {@link System.completed} counts.
  */
 import { createRequire } from "node:module";
 import { Queue, type WorkerOptions as BullWorkerOptions } from "bullmq";
+import { workerScript } from "./build-workers.js";
 import type { Job, Settings, System } from "./system.js";
 import { spawnWorker, workerEnv, type WorkerHandle } from "./worker-process.js";
 
 /** The queue every run uses; the worker entry takes jobs from it. */
 export const QUEUE = "bench";
+/**
+ * Where `other` jobs go: a queue no worker runs (a BullMQ worker takes every job of its queue,
+ * whatever its name), under the same prefix, so that cleanup removes it too.
+ */
+const OTHER_QUEUE = "bench-other";
 
 /** Key prefix of everything BullMQ writes for the benchmark, so that cleanup can find it all. */
 export const PREFIX = "bench-bullmq";
@@ -42,6 +49,7 @@ export function bullmq(): System {
   const { host } = new URL(url);
   const { version } = createRequire(import.meta.url)("bullmq/package.json") as { version: string };
   let queue: Queue | undefined;
+  let other: Queue | undefined;
   // Known once setup() connected: Redis reports it in INFO, which BullMQ reads on connecting.
   let redisVersion: string | undefined;
 
@@ -89,22 +97,34 @@ export function bullmq(): System {
       if (!queue) return;
       await clear();
       await queue.close();
+      await other?.close();
       queue = undefined;
+      other = undefined;
     },
     async enqueue(jobs: Job[]) {
       const q = await open();
-      for (let i = 0; i < jobs.length; i += CHUNK) {
-        await q.addBulk(
-          jobs.slice(i, i + CHUNK).map((j) => ({
-            name: j.kind,
-            data: { id: j.id },
-            opts: { jobId: j.id },
-          })),
-        );
+      const byQueue = new Map<Queue, Job[]>();
+      for (const j of jobs) {
+        if (j.kind === "other")
+          other ??= new Queue(OTHER_QUEUE, { connection: { url }, prefix: PREFIX });
+        const to = j.kind === "other" ? other! : q;
+        if (!byQueue.has(to)) byQueue.set(to, []);
+        byQueue.get(to)!.push(j);
+      }
+      for (const [to, js] of byQueue) {
+        for (let i = 0; i < js.length; i += CHUNK) {
+          await to.addBulk(
+            js.slice(i, i + CHUNK).map((j) => ({
+              name: j.kind,
+              data: { id: j.id },
+              opts: { jobId: j.id },
+            })),
+          );
+        }
       }
     },
     startWorker(o): Promise<WorkerHandle> {
-      return spawnWorker(["--import", "tsx", "bench/peers/bullmq-worker.ts"], {
+      return spawnWorker([workerScript("bullmq-worker")], {
         ...workerEnv(o),
         BENCH_REDIS_URL: url,
         BENCH_PREFIX: PREFIX,

@@ -1,7 +1,8 @@
 /**
  * A graphile-worker worker process for the peer comparison, started by bench/peers/graphile.ts
- * (`node --import tsx bench/peers/graphile-worker.ts` from the repository root) with `workerEnv`'s
- * variables plus `BENCH_PG_URL` and `BENCH_GRAPHILE_SCHEMA`.
+ * (`node bench/.build/graphile-worker.js` from the repository root: this file as plain
+ * JavaScript, ./build-workers.ts) with `workerEnv`'s variables plus `BENCH_PG_URL` and
+ * `BENCH_GRAPHILE_SCHEMA`. Its task list has no `other`, so it never fetches those jobs.
  *
  * Configured as graphile-worker's performance guide (https://worker.graphile.org/docs/performance)
  * configures it for many small jobs:
@@ -36,7 +37,7 @@ if (!connectionString || !schema) {
 
 const payloadId = (payload: unknown) => (payload as { id: string }).id;
 
-const taskList: Record<JobKind, Task> = {
+const taskList: Record<Exclude<JobKind, "other">, Task> = {
   noop: async () => undefined,
   stamp: async (payload) => {
     if (!events) return;

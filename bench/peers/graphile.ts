@@ -1,9 +1,11 @@
 /**
  * graphile-worker as a system under test: its own schema of the local PostgreSQL, jobs added
- * with its bulk API, workers run by bench/peers/graphile-worker.ts.
+ * with its bulk API, workers run by bench/peers/graphile-worker.ts (built to plain JavaScript,
+ * ./build-workers.ts). `other` jobs get that task identifier, which no worker's task list has.
  */
 import { createRequire } from "node:module";
 import { makeWorkerUtils, type WorkerUtils } from "graphile-worker";
+import { workerScript } from "./build-workers.js";
 import { dropSchema, PG_URL, pgBackend } from "./postgres.js";
 import type { Job, System, WorkerOptions } from "./system.js";
 import { spawnWorker, workerEnv, type WorkerHandle } from "./worker-process.js";
@@ -82,7 +84,7 @@ export function graphileWorker(): System {
       }
     },
     startWorker(o: WorkerOptions): Promise<WorkerHandle> {
-      return spawnWorker(["--import", "tsx", "bench/peers/graphile-worker.ts"], {
+      return spawnWorker([workerScript("graphile-worker")], {
         ...workerEnv(o),
         BENCH_PG_URL: PG_URL,
         BENCH_GRAPHILE_SCHEMA: SCHEMA,

@@ -1,7 +1,8 @@
 /**
  * A pg-boss worker process for the peer comparison, started by bench/peers/pgboss.ts
- * (`node --import tsx bench/peers/pgboss-worker.ts` from the repository root) with `workerEnv`'s
- * variables plus `BENCH_PG_URL` and `BENCH_PGBOSS_SCHEMA`.
+ * (`node bench/.build/pgboss-worker.js` from the repository root: this file as plain JavaScript,
+ * ./build-workers.ts) with `workerEnv`'s variables plus `BENCH_PG_URL` and `BENCH_PGBOSS_SCHEMA`.
+ * It works the `bench` queue only; `other` jobs wait in a queue of their own.
  *
  * Configured for many small jobs:
  * - one `work()` loop fetching `batchSize` = concurrency jobs in one statement and running them

@@ -1,6 +1,7 @@
 /**
  * pg-boss as a system under test: its own schema of the local PostgreSQL, jobs added with its
- * batch API (`insert`), workers run by bench/peers/pgboss-worker.ts.
+ * batch API (`insert`), workers run by bench/peers/pgboss-worker.ts (built to plain JavaScript,
+ * ./build-workers.ts). `other` jobs go to a queue of their own, which no worker works.
  *
  * pg-boss 10 has no worker heartbeat: an active job is failed (and retried, `retryLimit` 2 by
  * default) once `expireInSeconds` have passed since it started, whether or not its worker is
@@ -8,13 +9,16 @@
  */
 import { createRequire } from "node:module";
 import PgBoss from "pg-boss";
+import { workerScript } from "./build-workers.js";
 import { dropSchema, PG_URL, pgBackend } from "./postgres.js";
 import type { Job, JobKind, Settings, System, WorkerOptions } from "./system.js";
 import { spawnWorker, workerEnv, type WorkerHandle } from "./worker-process.js";
 
 const SCHEMA = "bench_pgboss";
-/** The one queue every run uses. */
+/** The queue every run uses; workers work it. */
 export const QUEUE = "bench";
+/** The queue `other` jobs go to, which no worker works. */
+const OTHER_QUEUE = "bench_other";
 const VERSION = (createRequire(import.meta.url)("pg-boss/package.json") as { version: string })
   .version;
 /** Jobs per `insert` call (one statement each). */
@@ -77,7 +81,8 @@ export function pgBoss(): System {
         description:
           `expireInSeconds ${SETTINGS.default.expireInSeconds} (15 min) and ` +
           `maintenanceIntervalSeconds ${DEFAULT_MAINTENANCE_S}, the defaults: a job is retried ` +
-          "15-17 min after it started, whether or not its worker is still alive",
+          "a fixed 15-17 min after it started, whether or not its worker is still alive (pg-boss " +
+          "10 has no heartbeat)",
         documented: { ms: SETTINGS.default.expireInSeconds * 1000, source: DEFAULTS_SOURCE },
       },
       aggressive: {
@@ -85,8 +90,10 @@ export function pgBoss(): System {
           `expireInSeconds ${SETTINGS.aggressive.expireInSeconds} and ` +
           `maintenanceIntervalSeconds ${SETTINGS.aggressive.maintenanceIntervalSeconds} (the ` +
           `minimum of each), polling every ${POLLING_INTERVAL_S} s (the minimum): a job is ` +
-          "retried 1-2 s after it started, whether or not its worker is still alive (pg-boss " +
-          "10 has no heartbeat), so it may restart before its worker is killed",
+          "retried a fixed 1-2.5 s after it started (expiry, the next maintenance, the next " +
+          "poll), whether or not its worker is still alive (pg-boss 10 has no heartbeat): the " +
+          "time after the kill is that less how long the job had run when the worker died, " +
+          "below 0 when it restarted before the kill",
       },
     },
     async setup() {
@@ -103,6 +110,7 @@ export function pgBoss(): System {
       // start() installs the schema, createQueue the queue's partition of the job table.
       await boss.start();
       await boss.createQueue(QUEUE);
+      await boss.createQueue(OTHER_QUEUE);
       backend = await pgBackend();
     },
     async teardown() {
@@ -112,14 +120,15 @@ export function pgBoss(): System {
     async enqueue(jobs: Job[]) {
       for (let i = 0; i < jobs.length; i += CHUNK) {
         await boss!.insert(
-          jobs
-            .slice(i, i + CHUNK)
-            .map((j) => ({ name: QUEUE, data: { id: j.id, kind: j.kind } satisfies JobData })),
+          jobs.slice(i, i + CHUNK).map((j) => ({
+            name: j.kind === "other" ? OTHER_QUEUE : QUEUE,
+            data: { id: j.id, kind: j.kind } satisfies JobData,
+          })),
         );
       }
     },
     startWorker(o: WorkerOptions): Promise<WorkerHandle> {
-      return spawnWorker(["--import", "tsx", "bench/peers/pgboss-worker.ts"], {
+      return spawnWorker([workerScript("pgboss-worker")], {
         ...workerEnv(o),
         BENCH_PG_URL: PG_URL,
         BENCH_PGBOSS_SCHEMA: SCHEMA,

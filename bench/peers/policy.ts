@@ -39,6 +39,8 @@ const WARM_UP = 50_000;
 export interface PolicyOverhead {
   mend: number;
   cockatiel: number;
+  /** The same for a call that reads its abort signal (which costs Mend an `AbortController`). */
+  withSignal: { mend: number; cockatiel: number };
   /** Calls per round. */
   calls: number;
   /** The peer's version, e.g. `cockatiel 3.2.1`. */
@@ -46,8 +48,10 @@ export interface PolicyOverhead {
 }
 
 const noop = async (): Promise<void> => undefined;
+/** A no-op that, like any call that can be cancelled, reads its signal. */
+const reads = async ({ signal }: { signal: AbortSignal }): Promise<void> => void signal.aborted;
 
-function mendPolicy(): () => Promise<void> {
+function mendPolicy(fn: typeof reads = noop): () => Promise<void> {
   const policy = new CallPolicy({
     retry: {
       maxAttempts: 4,
@@ -59,16 +63,16 @@ function mendPolicy(): () => Promise<void> {
     breaker: { failureThreshold: 5, open: "10s", halfOpenMaxCalls: 1, successThreshold: 1 },
     timeout: 1000,
   });
-  return () => policy.run(noop);
+  return () => policy.run(fn);
 }
 
-function cockatielPolicy(): () => Promise<void> {
+function cockatielPolicy(fn: typeof reads = noop): () => Promise<void> {
   const policy = wrap(
     retry(handleAll, { maxAttempts: 3, backoff: new ExponentialBackoff() }),
     circuitBreaker(handleAll, { halfOpenAfter: 10_000, breaker: new ConsecutiveBreaker(5) }),
     timeout(1000, TimeoutStrategy.Cooperative),
   );
-  return () => policy.execute(noop);
+  return () => policy.execute(fn);
 }
 
 /** Nanoseconds per call of `n` sequential calls. */
@@ -85,26 +89,34 @@ function median(values: readonly number[]): number {
 }
 
 /**
- * Measures both policies in the same process: a warm-up, then `rounds` rounds in which each runs
- * `calls` calls, the two taking turns at going first.
+ * Measures both policies, each for a call that ignores its signal and one that reads it, in the
+ * same process: a warm-up, then `rounds` rounds in which each runs `calls` calls, taking turns at
+ * going first.
  */
 export async function policyOverhead(
   options: { calls?: number; rounds?: number } = {},
 ): Promise<PolicyOverhead> {
   const calls = options.calls ?? CALLS;
   const rounds = options.rounds ?? ROUNDS;
-  const subjects = { mend: mendPolicy(), cockatiel: cockatielPolicy() };
-  await timeCalls(subjects.mend, WARM_UP);
-  await timeCalls(subjects.cockatiel, WARM_UP);
-  const times: Record<keyof typeof subjects, number[]> = { mend: [], cockatiel: [] };
+  const subjects = {
+    mend: mendPolicy(),
+    cockatiel: cockatielPolicy(),
+    mendSignal: mendPolicy(reads),
+    cockatielSignal: cockatielPolicy(reads),
+  };
+  type Name = keyof typeof subjects;
+  const names = Object.keys(subjects) as Name[];
+  for (const name of names) await timeCalls(subjects[name], WARM_UP);
+  const times = Object.fromEntries(names.map((n) => [n, [] as number[]])) as Record<Name, number[]>;
   for (let round = 0; round < rounds; round++) {
-    const order =
-      round % 2 === 0 ? (["mend", "cockatiel"] as const) : (["cockatiel", "mend"] as const);
+    // Each round starts with the next one, so none always runs first.
+    const order = names.map((_, i) => names[(i + round) % names.length]!);
     for (const name of order) times[name].push(await timeCalls(subjects[name], calls));
   }
   return {
     mend: median(times.mend),
     cockatiel: median(times.cockatiel),
+    withSignal: { mend: median(times.mendSignal), cockatiel: median(times.cockatielSignal) },
     calls,
     version: `cockatiel ${COCKATIEL_VERSION}`,
   };
@@ -125,6 +137,7 @@ if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(
   console.log(
     `no-op call under retry + breaker + timeout, median of ${values.rounds} rounds of ${result.calls} calls:\n` +
       `  Mend ${ns(result.mend)} per call, ${result.version} ${ns(result.cockatiel)} per call: ` +
-      `Mend takes ${(result.mend / result.cockatiel).toFixed(3)}× cockatiel's time`,
+      `Mend takes ${(result.mend / result.cockatiel).toFixed(3)}× cockatiel's time\n` +
+      `  reading its signal: Mend ${ns(result.withSignal.mend)}, cockatiel ${ns(result.withSignal.cockatiel)}`,
   );
 }

@@ -1,10 +1,13 @@
 /**
  * The comparison's report from its results: a table of medians with Mend's ratio to the best
- * peer, for the terminal and for docs/benchmarks.md (between its `bench:peers` markers), and a
- * chart of throughput and recovery time (docs/benchmarks-peers.svg).
+ * peer, Mend's state replay (no peer has one), for the terminal and for docs/benchmarks.md
+ * (between its `bench:peers` markers), and a chart of throughput, recovery time and memory
+ * (docs/benchmarks-peers.svg).
  */
 import { readFileSync, writeFileSync } from "node:fs";
-import { median, type PeerResults, type Recovery, type Trials } from "./results.js";
+import { format, resolveConfig } from "prettier";
+import type { PolicyOverhead } from "./policy.js";
+import { median, type PeerResults, type Recovery, type Replay, type Trials } from "./results.js";
 import type { Settings } from "./system.js";
 
 export const fmt = (n: number): string => Math.round(n).toLocaleString("en-US");
@@ -50,7 +53,10 @@ function showRestart(settings: Settings) {
     recoveries(t, settings)[0]?.documented ? `${duration(v)} (documented)` : duration(v);
 }
 
-function duration(ms: number): string {
+/** A time in the largest unit that keeps it readable; negative times keep their sign. */
+export function duration(ms: number): string {
+  if (!Number.isFinite(ms)) return "–";
+  if (ms < 0) return `−${duration(-ms)}`;
   if (ms >= 3_600_000) return `${+(ms / 3_600_000).toFixed(1)} h`;
   if (ms >= 60_000) return `${+(ms / 60_000).toFixed(1)} min`;
   if (ms >= 1_000) return `${(ms / 1_000).toFixed(2)} s`;
@@ -59,6 +65,13 @@ function duration(ms: number): string {
 
 const rate = (v: number) => `${fmt(v)}/s`;
 const ms = (v: number) => `${v.toFixed(2)} ms`;
+const mib = (v: number) => `${v.toFixed(0)} MiB`;
+
+/** An idle worker's resident memory beside the queued jobs, median over trials. */
+function memory(t: Trials): number | null {
+  const rs = t.memory ?? [];
+  return rs.length ? median(rs.map((r) => r.rssMiB)) : null;
+}
 
 const ROWS: Row[] = [
   ...[10, 50].flatMap((c): Row[] => [
@@ -117,6 +130,12 @@ const ROWS: Row[] = [
       return `${rs.reduce((n, r) => n + r.lost!, 0)} / ${rs.reduce((n, r) => n + r.duplicates!, 0)}`;
     },
   },
+  {
+    label: "idle worker memory (RSS)",
+    better: "lower",
+    value: memory,
+    show: mib,
+  },
 ];
 
 /**
@@ -129,6 +148,8 @@ function ratio(row: Row, mend: Trials | undefined, peers: Trials[]): string {
   const vs = peers.map(row.value).filter((v): v is number => v !== null);
   if (m === null || vs.length === 0) return "";
   const best = row.better === "higher" ? Math.max(...vs) : Math.min(...vs);
+  // A recovery at or below 0 (a job restarted before the kill) has no meaningful ratio.
+  if (m <= 0 || best <= 0) return "n/a";
   const r = row.better === "higher" ? m / best : best / m;
   return `${r.toFixed(2)}×`;
 }
@@ -151,6 +172,8 @@ export function table(results: PeerResults): string {
     `|${head.map((_, i) => (i === 0 ? "---" : "---:")).join("|")}|`,
   ];
   for (const row of ROWS) {
+    // A workload left out of the run (--only) leaves its rows out.
+    if (systems.every((s) => row.value(s) === null)) continue;
     const cells = systems.map((s) => {
       const v = row.value(s);
       return v === null ? "–" : row.show(v, s);
@@ -159,10 +182,57 @@ export function table(results: PeerResults): string {
       `| ${[row.label, ...cells, ratio(row, mendSqlite, peers), ratio(row, mendPg, pgPeers)].join(" | ")} |`,
     );
   }
-  return lines.join("\n");
+  return lines.length > 2 ? lines.join("\n") : "";
 }
 
-/** The whole generated section: what ran where, the table, and each system's settings. */
+/** Whether a recovery row shows a time at or below 0: a job restarted before the kill. */
+function restartedBeforeKill(results: PeerResults): boolean {
+  return results.systems.some((s) =>
+    (["default", "aggressive"] as const).some((k) => (restart(s, k) ?? 1) <= 0),
+  );
+}
+
+/** The call policy's overhead, Mend against cockatiel (medians over trials), in one line. */
+export function policyLine(trials: PolicyOverhead[]): string {
+  const m = (f: (p: PolicyOverhead) => number) => median(trials.map(f));
+  const mend = m((p) => p.mend);
+  const peer = m((p) => p.cockatiel);
+  return (
+    `a no-op call in retry + circuit breaker + timeout costs ${fmt(mend)} ns with Mend's CallPolicy, ` +
+    `${fmt(peer)} ns with ${trials[0]!.version}'s wrap (${(peer / mend).toFixed(1)}× Mend's); ` +
+    `a call that reads its abort signal ${fmt(m((p) => p.withSignal.mend))} ns against ` +
+    `${fmt(m((p) => p.withSignal.cockatiel))} ns (median of ${trials.length} trial${trials.length === 1 ? "" : "s"} of ${fmt(trials[0]!.calls)} calls per round)`
+  );
+}
+
+/** Mend's rebuild from its transition journal, in one line. */
+export function replayLine(r: Replay, machine: PeerResults["machine"]): string {
+  const perSec = (r.transitions / r.medianMs) * 1000;
+  return (
+    `rebuild from ${fmt(r.transitions)} transitions: ${(r.medianMs / 1000).toFixed(2)} s ` +
+    `(seed 004 states 10–60 s) — median of ${r.trialsMs.length} rebuild${r.trialsMs.length === 1 ? "" : "s"} ` +
+    `of a SQLite store from its journal (${fmt(r.journalMiB)} MiB), ${fmt(perSec)} transitions/s, ` +
+    `on ${machine.cpus} × ${machine.model}, Node ${machine.node}`
+  );
+}
+
+/** What each measured recovery looked like from the jobs' start on the killed worker. */
+function fromStart(s: Trials): string {
+  const parts = (["default", "aggressive"] as const).flatMap((k) => {
+    const rs = recoveries(s, k).filter((r) => r.fromStart);
+    if (rs.length === 0) return [];
+    const p99 = median(rs.map((r) => r.fromStart!.restartP99));
+    const kill = median(rs.map((r) => r.killAfterStart!));
+    return [
+      `${k === "default" ? "defaults" : k} ${duration(p99)} (the kill came ${duration(kill)} after the last start)`,
+    ];
+  });
+  return parts.length
+    ? ` Restart p99 measured from when the killed worker had started the jobs: ${parts.join("; ")}.`
+    : "";
+}
+
+/** The whole generated section: what ran where, the table, Mend's replay, each system's settings. */
 export function section(results: PeerResults): string {
   const m = results.machine;
   const settings = results.systems.map((s) => {
@@ -170,33 +240,58 @@ export function section(results: PeerResults): string {
     const docs = [d, a]
       .filter((r): r is Recovery => r?.documented !== undefined)
       .map((r) => ` ${r.settings}: ${duration(r.documented!.ms)} per ${r.documented!.source}.`);
-    return `- **${s.name}** (${s.version}; ${s.backend}). Recovery, defaults: ${d?.description ?? "–"}; aggressive: ${a?.description ?? "–"}.${docs.join("")}`;
+    return `- **${s.name}** (${s.version}; ${s.backend}). Recovery, defaults: ${d?.description ?? "–"}; aggressive: ${a?.description ?? "–"}.${docs.join("")}${fromStart(s)}`;
   });
+  const mem = results.systems.flatMap((s) => s.memory ?? [])[0];
   return [
-    `Run of ${results.at} on ${m.cpus} × ${m.model}, ${m.memoryGiB} GiB, Node ${m.node}: ${fmt(results.tasks)} no-op tasks per throughput run, ${results.samples} latency samples, ${results.trials} trials alternating between systems, medians. Ratios above 1 mean Mend is ahead (for times: the best peer's time over Mend's).`,
+    `Run of ${results.at} on ${m.cpus} × ${m.model}, ${m.memoryGiB} GiB, Node ${m.node}; ${results.trials} trial${results.trials === 1 ? "" : "s"} alternating between systems, medians. ` +
+      `Throughput: ${fmt(results.tasks)} no-op tasks per run, one worker process. ` +
+      `Latency: ${results.samples} samples, enqueue → handler start, one job at a time. ` +
+      "Recovery: a worker holding 10 jobs is SIGKILLed beside a waiting one; p99 of the time from the kill until the other worker restarts them (documented figures where detection takes hours). " +
+      (mem
+        ? `Memory: resident memory (VmRSS) of one worker process (concurrency ${mem.concurrency}, defaults) idle for ${mem.idleMs / 1000} s beside ${fmt(mem.queued)} queued jobs it does not take (another queue, handler or task identifier; bench/peers/system.ts). `
+        : "") +
+      "Every worker is a plain `node` process (Mend's `mend worker` from dist/, the peers' entries transpiled to JavaScript). " +
+      "Ratios above 1 mean Mend is ahead (for times and memory: the best peer's figure over Mend's).",
     "",
     table(results),
+    ...(restartedBeforeKill(results)
+      ? [
+          "",
+          "A recovery time below 0 means the jobs were restarted before their worker was killed: the system retries a job a fixed time after it started, whether or not its worker is alive. No ratio is given against it.",
+        ]
+      : []),
     "",
-    `![End-to-end throughput and worker-loss recovery](${CHART.replace("docs/", "")})`,
+    ...(results.replay
+      ? [
+          `**State replay** (Mend only; no peer has an equivalent): ${replayLine(results.replay, m)}.`,
+          "",
+        ]
+      : []),
+    ...(results.policy ? [`**In-process call policy:** ${policyLine(results.policy)}.`, ""] : []),
+    `![End-to-end throughput, worker-loss recovery and idle memory](${CHART.replace("docs/", "")})`,
     "",
     ...settings,
   ].join("\n");
 }
 
-/** An SVG bar chart: end-to-end throughput at c=50, and recovery time with defaults (log scale). */
+/**
+ * An SVG bar chart: end-to-end throughput at c=50, recovery time with defaults (log scale), and
+ * an idle worker's memory.
+ */
 export function chart(results: PeerResults): string {
   const systems = results.systems;
   const rowH = 26;
-  const top = 44;
+  const top = 50;
   const height = top + systems.length * rowH + 20;
   const panel = (
     x: number,
-    title: string,
+    title: [string, string],
     values: (number | null)[],
     label: (v: number) => string,
     log: boolean,
   ) => {
-    const w = 230;
+    const w = 180;
     const scaled = values.map((v) => (v === null ? 0 : log ? Math.log10(Math.max(v, 10)) - 1 : v));
     const max = Math.max(...scaled, 1e-9);
     const bars = values.map((v, i) => {
@@ -206,45 +301,58 @@ export function chart(results: PeerResults): string {
       const fill = systems[i]!.name.startsWith("Mend") ? "#2f7d4f" : "#8a8f98";
       return `<rect x="${x}" y="${y}" width="${len.toFixed(1)}" height="${rowH - 8}" fill="${fill}"/><text x="${(x + len + 4).toFixed(1)}" y="${y + 14}" class="v">${label(v)}</text>`;
     });
-    return `<text x="${x}" y="26" class="t">${title}</text>${bars.join("")}`;
+    return `<text x="${x}" y="20" class="t">${title[0]}</text><text x="${x}" y="36" class="s">${title[1]}</text>${bars.join("")}`;
   };
   const names = systems.map(
     (s, i) => `<text x="8" y="${top + i * rowH + 14}" class="n">${s.name}</text>`,
   );
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="860" height="${height}" viewBox="0 0 860 ${height}" font-family="sans-serif" font-size="12">
-<style>.t{font-weight:bold}.v{fill:#333}.n{fill:#111}</style>
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="1000" height="${height}" viewBox="0 0 1000 ${height}" font-family="sans-serif" font-size="12">
+<style>.t{font-weight:bold}.s{fill:#555}.v{fill:#333}.n{fill:#111}</style>
 <rect width="100%" height="100%" fill="#fff"/>
 ${names.join("\n")}
 ${panel(
   150,
-  "End to end, c=50 (tasks/s, higher is better)",
+  ["End to end, c=50", "tasks/s, higher is better"],
   systems.map((s) => throughput(s, 50, "endToEndPerSec")),
   fmt,
   false,
 )}
 ${panel(
-  500,
-  "Recovery p99, defaults (log scale, lower is better)",
+  440,
+  ["Recovery p99, defaults", "log scale, lower is better"],
   systems.map((s) => restart(s, "default")),
   duration,
   true,
+)}
+${panel(
+  730,
+  ["Idle worker memory (RSS)", `${fmt(results.queued ?? 0)} queued, MiB, lower is better`],
+  systems.map(memory),
+  mib,
+  false,
 )}
 </svg>
 `;
 }
 
-/** The table for the terminal; with `docs`, also rewrites the docs section and chart. */
-export function writeReport(results: PeerResults, docs: boolean): string {
+/**
+ * The table (and the replay line) for the terminal; with `docs`, also rewrites the docs section
+ * (formatted by Prettier with the project's settings, as `npm run lint` checks it) and the chart.
+ */
+export async function writeReport(results: PeerResults, docs: boolean): Promise<string> {
   if (docs) {
     const text = readFileSync(DOC, "utf8");
     const start = text.indexOf(BEGIN);
     const end = text.indexOf(END);
     if (start < 0 || end < start) throw new Error(`${DOC} has no ${BEGIN} … ${END} section`);
-    writeFileSync(
-      DOC,
-      `${text.slice(0, start + BEGIN.length)}\n${section(results)}\n${text.slice(end)}`,
-    );
+    const updated = `${text.slice(0, start + BEGIN.length)}\n${section(results)}\n${text.slice(end)}`;
+    const config = await resolveConfig(DOC);
+    writeFileSync(DOC, await format(updated, { ...config, filepath: DOC }));
     writeFileSync(CHART, chart(results));
   }
-  return table(results);
+  const replay = results.replay
+    ? `\n\nstate replay: ${replayLine(results.replay, results.machine)}`
+    : "";
+  const policy = results.policy ? `\n\ncall policy: ${policyLine(results.policy)}` : "";
+  return `${table(results)}${replay}${policy}`.trim();
 }

@@ -3,16 +3,28 @@
  * machine in the same run: the same workloads for each, trials alternating between systems,
  * medians reported with Mend's ratio to the best peer. Writes JSON to bench/results/ and the
  * generated part of docs/benchmarks.md (./report.ts). Run from the repository root.
+ *
+ * Workloads (`--only`, comma-separated; all by default): `throughput`, `latency`, `recovery`,
+ * `memory` (an idle worker beside `--queued` jobs it does not take), and `replay` (Mend only:
+ * bench/replay.ts rebuilding a store from `--transitions` transitions, run once after the others).
+ * The peers' worker entries are first transpiled to plain JavaScript (./build-workers.ts), so
+ * every system's workers run as plain `node` processes.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { parseArgs } from "node:util";
-import { fmt, writeReport } from "./report.js";
+import { buildWorkers } from "./build-workers.js";
+import { type PolicyOverhead, policyOverhead } from "./policy.js";
+import { duration, fmt, writeReport } from "./report.js";
 import {
   type Latency,
+  type Memory,
   type PeerResults,
   quantile,
+  type RecoveredJob,
   type Recovery,
+  type Replay,
   type Throughput,
   type Trials,
 } from "./results.js";
@@ -27,7 +39,7 @@ const SYSTEMS: Record<string, () => Promise<System>> = {
   "pg-boss": async () => (await import("./pgboss.js")).pgBoss(),
   "graphile-worker": async () => (await import("./graphile.js")).graphileWorker(),
 };
-const WORKLOADS = ["throughput", "latency", "recovery"] as const;
+const WORKLOADS = ["throughput", "latency", "recovery", "memory", "replay", "policy"] as const;
 type Workload = (typeof WORKLOADS)[number];
 
 const { values: args } = parseArgs({
@@ -37,6 +49,10 @@ const { values: args } = parseArgs({
     samples: { type: "string", default: "200" },
     systems: { type: "string", default: Object.keys(SYSTEMS).join(",") },
     only: { type: "string", default: WORKLOADS.join(",") },
+    /** Jobs queued beside the idle worker of the memory workload. */
+    queued: { type: "string", default: "100000" },
+    /** Transitions the replay workload rebuilds from. */
+    transitions: { type: "string", default: "1000000" },
     /** Write docs/benchmarks.md's generated part from this run (default: only for a whole run with the default sizes). */
     docs: { type: "boolean" },
   },
@@ -44,12 +60,18 @@ const { values: args } = parseArgs({
 const TASKS = Number(args.tasks);
 const TRIALS = Number(args.trials);
 const SAMPLES = Number(args.samples);
+const QUEUED = Number(args.queued);
+const TRANSITIONS = Number(args.transitions);
 const keys = args.systems.split(",").map((k) => k.trim());
 for (const k of keys) {
   if (!SYSTEMS[k])
     throw new Error(`unknown system ${k}; known: ${Object.keys(SYSTEMS).join(", ")}`);
 }
-const only = new Set(args.only.split(",") as Workload[]);
+const only = new Set(args.only.split(",").map((w) => w.trim()) as Workload[]);
+for (const w of only) {
+  if (!WORKLOADS.includes(w))
+    throw new Error(`unknown workload ${w}; known: ${WORKLOADS.join(", ")}`);
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -134,6 +156,8 @@ async function latency(sys: System): Promise<Latency> {
     await sys.enqueue([{ id, kind: "stamp" }]);
     const t = await started;
     await done;
+    // The next job goes once this one's completion is recorded, so it never waits behind it.
+    await waitCompleted(sys, i + 1);
     if (i >= 10) samples.push(t - t0);
   }
   await w.stop();
@@ -143,9 +167,17 @@ async function latency(sys: System): Promise<Latency> {
 
 const HELD = 10;
 
+/** The time of the first `ev` event a worker printed for job `id`, if any. */
+function firstEvent(w: WorkerHandle, ev: "start" | "done", id: string): number | undefined {
+  for (const e of w.events) if (e.ev === ev && e.id === id) return e.t;
+  return undefined;
+}
+
 /**
  * A worker holding jobs is SIGKILLed; another worker, started before the kill, waits. Time until
- * it restarts each job and finishes it; jobs never finished are lost, finished twice duplicated.
+ * it restarts each job and finishes it, from the kill (the issue's figure) and from when the
+ * killed worker had started the job; jobs never finished are lost, finished twice duplicated.
+ * Nothing is clamped: a job restarted before the kill counts with a negative time.
  */
 async function recovery(sys: System, settings: Settings): Promise<Recovery> {
   const { description, documented } = sys.recovery[settings];
@@ -164,18 +196,13 @@ async function recovery(sys: System, settings: Settings): Promise<Recovery> {
   await sys.enqueue(held);
   await withTimeout(allHeld, 60_000, `${sys.name}: the victim did not start its jobs`);
   const rescuer = await sys.startWorker({ ...base, hold: false });
-  const restarted = new Map<string, number>();
-  const done = new Map<string, number>();
-  let completions = 0;
+  // Read off every event the rescuer printed, those before this listener included.
   const allDone = new Promise<void>((resolve) => {
-    rescuer.on((e) => {
-      if (e.ev === "start" && !restarted.has(e.id)) restarted.set(e.id, e.t);
-      if (e.ev === "done") {
-        completions++;
-        if (!done.has(e.id)) done.set(e.id, e.t);
-      }
-      if (done.size === HELD) resolve();
-    });
+    const check = () => {
+      if (held.every((j) => firstEvent(rescuer, "done", j.id) !== undefined)) resolve();
+    };
+    rescuer.on(check);
+    check();
   });
   const killedAt = wallNow();
   await victim.kill();
@@ -184,16 +211,114 @@ async function recovery(sys: System, settings: Settings): Promise<Recovery> {
   await sleep(1_000);
   await rescuer.stop();
   await sys.teardown();
-  const after = (m: Map<string, number>) => [...m.values()].map((t) => t - killedAt);
+  const ids = new Set(held.map((j) => j.id));
+  const perJob: RecoveredJob[] = held.map(({ id }) => {
+    const at = (t: number | undefined) => (t === undefined ? undefined : t - killedAt);
+    const job: RecoveredJob = { id, started: at(firstEvent(victim, "start", id))! };
+    const restarted = at(firstEvent(rescuer, "start", id));
+    const done = at(firstEvent(rescuer, "done", id));
+    if (restarted !== undefined) job.restarted = restarted;
+    if (done !== undefined) job.done = done;
+    return job;
+  });
+  const restarted = perJob.filter((j) => j.restarted !== undefined);
+  const finished = perJob.filter((j) => j.done !== undefined);
+  const completions = rescuer.events.filter((e) => e.ev === "done" && ids.has(e.id)).length;
+  const restart = restarted.map((j) => j.restarted!);
+  const restartFromStart = restarted.map((j) => j.restarted! - j.started);
+  const done = finished.map((j) => j.done!);
+  const doneFromStart = finished.map((j) => j.done! - j.started);
   return {
     settings,
     description,
-    restartP50: quantile(after(restarted), 0.5),
-    restartP99: quantile(after(restarted), 0.99),
-    doneP99: quantile(after(done), 0.99),
-    lost: HELD - done.size,
-    duplicates: completions - done.size,
+    restartP50: quantile(restart, 0.5),
+    restartP99: quantile(restart, 0.99),
+    doneP99: quantile(done, 0.99),
+    fromStart: {
+      restartP50: quantile(restartFromStart, 0.5),
+      restartP99: quantile(restartFromStart, 0.99),
+      doneP99: quantile(doneFromStart, 0.99),
+    },
+    killAfterStart: -Math.max(...perJob.map((j) => j.started)),
+    lost: HELD - finished.length,
+    duplicates: completions - finished.length,
+    jobs: perJob,
   };
+}
+
+/**
+ * How long the memory workload's worker idles before its memory is read. Every system's worker
+ * gives back 5-11 MiB about 8 s after it started (V8's memory reducer, once the process is idle):
+ * read well after that, the figure is the settled idle state rather than a race with it.
+ */
+const IDLE_MS = 15_000;
+const MEMORY_CONCURRENCY = 50;
+
+/** VmRSS and VmHWM of a process, in MiB, from /proc/<pid>/status (Linux). */
+function residentMemory(pid: number): { rssMiB: number; hwmMiB: number } {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kib = (field: string) => {
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB$`, "m").exec(status);
+    if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
+    return Number(m[1]) / 1024;
+  };
+  return { rssMiB: kib("VmRSS"), hwmMiB: kib("VmHWM") };
+}
+
+/**
+ * A fresh setup with `QUEUED` jobs no worker takes (`other`, ./system.ts), one worker with the
+ * defaults started beside them and left idle, then its resident memory.
+ */
+async function memory(sys: System): Promise<Memory> {
+  await sys.setup();
+  await sys.enqueue(jobs(QUEUED, "other", "m"));
+  const w = await sys.startWorker({
+    concurrency: MEMORY_CONCURRENCY,
+    settings: "default",
+    events: false,
+    hold: false,
+  });
+  const samples: number[] = [];
+  for (let waited = 0; waited < IDLE_MS; waited += 1_000) {
+    await sleep(1_000);
+    samples.push(residentMemory(w.child.pid!).rssMiB);
+  }
+  const { rssMiB, hwmMiB } = residentMemory(w.child.pid!);
+  const completed = await sys.completed();
+  await w.stop();
+  await sys.teardown();
+  return {
+    queued: QUEUED,
+    concurrency: MEMORY_CONCURRENCY,
+    idleMs: IDLE_MS,
+    rssMiB,
+    hwmMiB,
+    rssEachSecondMiB: samples,
+    completed,
+  };
+}
+
+/**
+ * Mend's rebuild from its transition journal: bench/replay.ts (what `npm run bench:replay` runs)
+ * in a process of its own, with `--json`; its progress shows on stderr.
+ */
+function replay(): Promise<Replay> {
+  const argv = ["--import", "tsx", "bench/replay.ts", "--json"];
+  argv.push("--transitions", String(TRANSITIONS), "--trials", String(TRIALS));
+  const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  return new Promise((resolve, reject) => {
+    child.once("error", reject);
+    child.once("exit", (code, signal) => {
+      const line = out.split("\n").findLast((l) => l.startsWith("{"));
+      if (code !== 0 || !line) {
+        reject(new Error(`bench/replay.ts --json failed (${signal ?? code}):\n${out}`));
+      } else {
+        resolve(JSON.parse(line) as Replay);
+      }
+    });
+  });
 }
 
 async function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
@@ -211,6 +336,7 @@ async function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promi
 }
 
 async function main(): Promise<void> {
+  buildWorkers();
   const systems = await Promise.all(keys.map((k) => SYSTEMS[k]!()));
   const trials = new Map<System, Trials>(
     systems.map((s) => [
@@ -223,6 +349,7 @@ async function main(): Promise<void> {
         throughput: [],
         latency: [],
         recovery: [],
+        memory: [],
       },
     ]),
   );
@@ -253,13 +380,38 @@ async function main(): Promise<void> {
           runs.push(r);
           console.log(
             r.documented
-              ? `${label} recovery ${settings}: documented ${fmt(r.documented.ms)} ms (${r.description})`
-              : `${label} recovery ${settings}: restarted p50 ${fmt(r.restartP50!)} ms p99 ${fmt(r.restartP99!)} ms, done p99 ${fmt(r.doneP99!)} ms, lost ${r.lost}, duplicates ${r.duplicates}`,
+              ? `${label} recovery ${settings}: documented ${duration(r.documented.ms)} (${r.description})`
+              : `${label} recovery ${settings}: after the kill, restarted p50 ${duration(r.restartP50!)} p99 ${duration(r.restartP99!)}, done p99 ${duration(r.doneP99!)}; after the victim started the jobs, restarted p99 ${duration(r.fromStart!.restartP99)} (killed ${duration(r.killAfterStart!)} after the last start); lost ${r.lost}, duplicates ${r.duplicates}`,
           );
         }
         t.recovery.push(runs);
       }
+      if (only.has("memory")) {
+        const r = await memory(sys);
+        t.memory.push(r);
+        console.log(
+          `${label} memory: idle worker RSS ${r.rssMiB.toFixed(1)} MiB (peak ${r.hwmMiB.toFixed(1)} MiB) beside ${fmt(r.queued)} queued jobs it does not take${r.completed > 0 ? `; ${fmt(r.completed)} of them completed: it took them` : ""}`,
+        );
+      }
     }
+  }
+  const policy: PolicyOverhead[] = [];
+  if (only.has("policy")) {
+    for (let trial = 0; trial < TRIALS; trial++) {
+      const r = await policyOverhead();
+      policy.push(r);
+      console.log(
+        `[trial ${trial + 1}/${TRIALS}] call policy: Mend ${fmt(r.mend)} ns, ${r.version} ${fmt(r.cockatiel)} ns per call (reading the signal: ${fmt(r.withSignal.mend)} / ${fmt(r.withSignal.cockatiel)} ns)`,
+      );
+    }
+  }
+  let replayed: Replay | undefined;
+  if (only.has("replay") && keys.includes("mend-sqlite")) {
+    console.log(`replay: filling a store with ${fmt(TRANSITIONS)} transitions, then rebuilding it`);
+    replayed = await replay();
+    console.log(
+      `replay: rebuild from ${fmt(replayed.transitions)} transitions, median ${duration(replayed.medianMs)}`,
+    );
   }
   // Some systems learn their server's version only once set up.
   for (const [sys, t] of trials) t.backend = sys.backend;
@@ -274,7 +426,10 @@ async function main(): Promise<void> {
     tasks: TASKS,
     trials: TRIALS,
     samples: SAMPLES,
+    queued: QUEUED,
     systems: [...trials.values()],
+    ...(replayed && { replay: replayed }),
+    ...(policy.length > 0 && { policy }),
   };
   mkdirSync("bench/results", { recursive: true });
   const file = `bench/results/peers-${results.at.replace(/[:.]/g, "-")}.json`;
@@ -286,8 +441,10 @@ async function main(): Promise<void> {
     only.size === WORKLOADS.length &&
     TASKS === 20_000 &&
     SAMPLES === 200 &&
+    QUEUED === 100_000 &&
+    TRANSITIONS === 1_000_000 &&
     TRIALS >= 3;
-  console.log(writeReport(results, args.docs ?? full));
+  console.log(await writeReport(results, args.docs ?? full));
 }
 
 await main();

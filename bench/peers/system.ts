@@ -5,7 +5,10 @@
  */
 import type { WorkerHandle } from "./worker-process.js";
 
-/** The handlers every system's worker implements, with the same meaning. */
+/**
+ * The handlers every system's worker implements, with the same meaning; and `other`, which no
+ * worker implements.
+ */
 export type JobKind =
   /** Returns at once: measures the system, not the work. */
   | "noop"
@@ -15,7 +18,17 @@ export type JobKind =
    * Reports `start`; in a worker started with `hold: true` it then never returns (it is killed
    * holding the job); in any other worker it reports `done` and returns.
    */
-  | "hold";
+  | "hold"
+  /**
+   * Never taken by any worker: jobs that stay queued beside an idle worker (the memory run). Each
+   * system routes them where its worker does not fetch, the way its users would keep work from a
+   * worker: Mend gives the tasks a handler name the worker's module does not export (a worker
+   * claims only tasks whose handler it has); graphile-worker a task identifier not in the
+   * worker's task list (it fetches only identifiers it knows); pg-boss and BullMQ a queue of
+   * their own, beside the worker's (a pg-boss worker fetches from the queues it `work()`s, a
+   * BullMQ worker runs every job of its one queue whatever its name).
+   */
+  | "other";
 
 /** One job to enqueue: `id` is unique in a run and comes back in the worker's events. */
 export interface Job {
