@@ -24,6 +24,7 @@ import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { CallPolicy } from "../../dist/index.js";
+import { median } from "../stats.js";
 
 const { version: COCKATIEL_VERSION } = createRequire(import.meta.url)("cockatiel/package.json") as {
   version: string;
@@ -80,12 +81,6 @@ async function timeCalls(call: () => Promise<void>, n: number): Promise<number> 
   const start = process.hrtime.bigint();
   for (let i = 0; i < n; i++) await call();
   return Number(process.hrtime.bigint() - start) / n;
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 /**

@@ -7,7 +7,8 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { format, resolveConfig } from "prettier";
 import type { PolicyOverhead } from "./policy.js";
-import { median, type PeerResults, type Recovery, type Replay, type Trials } from "./results.js";
+import { median } from "../stats.js";
+import type { PeerResults, Recovery, Replay, Trials } from "./results.js";
 import type { Settings } from "./system.js";
 
 export const fmt = (n: number): string => Math.round(n).toLocaleString("en-US");

@@ -1,4 +1,4 @@
-/** The shape of `npm run bench:peers` results (bench/results/peers-*.json), and their statistics. */
+/** The shape of `npm run bench:peers` results (bench/results/peers-*.json). */
 import type { PolicyOverhead } from "./policy.js";
 import type { Settings, System } from "./system.js";
 
@@ -75,14 +75,6 @@ export interface Replay {
   trialsMs: number[];
   medianMs: number;
 }
-
-export function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (s.length === 0) return Number.NaN;
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
-}
-
-export const median = (xs: number[]) => quantile(xs, 0.5);
 
 /** One system's trials, by workload. */
 export interface Trials {

@@ -14,6 +14,7 @@ import { spawn } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { parseArgs } from "node:util";
+import { quantile } from "../stats.js";
 import { buildWorkers } from "./build-workers.js";
 import { type PolicyOverhead, policyOverhead } from "./policy.js";
 import { duration, fmt, writeReport } from "./report.js";
@@ -21,7 +22,6 @@ import {
   type Latency,
   type Memory,
   type PeerResults,
-  quantile,
   type RecoveredJob,
   type Recovery,
   type Replay,

@@ -529,7 +529,12 @@ export class Worker {
 }
 
 function nonNegative(name: string, value: number): number {
-  return value === 0 ? 0 : positive(name, value);
+  if (!Number.isFinite(value) || value < 0) {
+    throw new MendError("invalid_argument", `${name} must be 0 or more, got ${value}`, {
+      [name]: value,
+    });
+  }
+  return value;
 }
 
 function positive(name: string, value: number): number {

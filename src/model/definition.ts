@@ -908,7 +908,8 @@ function editDistance(a: string, b: string): number {
   return previous[b.length]!;
 }
 
-function formatPath(path: readonly PropertyKey[]): string {
+/** A zod issue's path as error messages write it: `tasks[0].retry.maxAttempts`. */
+export function formatPath(path: readonly PropertyKey[]): string {
   const text = path
     .map((segment) => (typeof segment === "number" ? `[${segment}]` : formatKey(String(segment))))
     .join("");
@@ -920,7 +921,7 @@ function formatKey(key: string): string {
 }
 
 /** A value as it would appear in an error message. */
-function describe(value: unknown): string {
+export function describe(value: unknown): string {
   if (value === null || value === undefined) return String(value);
   if (Array.isArray(value)) return "a list";
   switch (typeof value) {

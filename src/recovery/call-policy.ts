@@ -17,6 +17,8 @@ import {
   type BreakerDefinition,
   breakerConfig,
   type DefinitionProblem,
+  describe,
+  formatPath,
   normalizeRetry,
   type TaskRetryDefinition,
 } from "../model/definition.js";
@@ -648,29 +650,4 @@ function nested(prefix: string, problems: readonly DefinitionProblem[]): Definit
           : `${prefix}.${p.path}`,
     message: p.message,
   }));
-}
-
-function formatPath(path: readonly PropertyKey[]): string {
-  return path
-    .map((segment, i) =>
-      typeof segment === "number" ? `[${segment}]` : `${i === 0 ? "" : "."}${String(segment)}`,
-    )
-    .join("");
-}
-
-/** A value as it appears in an error message. */
-function describe(value: unknown): string {
-  if (value === null || value === undefined) return String(value);
-  if (Array.isArray(value)) return "a list";
-  switch (typeof value) {
-    case "string":
-      return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
-    case "number":
-    case "boolean":
-      return String(value);
-    case "object":
-      return "an object";
-    default:
-      return `a ${typeof value}`;
-  }
 }

@@ -68,14 +68,13 @@ async function alive(client: pg.Client): Promise<boolean> {
   }
 }
 
-/**
- * A transaction's records in one statement whatever their number, and the log's new head with
- * them. The records go as one JSON array of rows: serialized natively on both sides, which costs
- * a fraction of escaping thirteen text arrays.
- */
 /** Largest record batch, as JSON, sent as a literal with the COMMIT (see appendRecords). */
 const INLINE_RECORDS_BYTES = 8_192;
 
+/**
+ * A transaction's records in one statement whatever their number (one JSON array of rows, see
+ * appendRecords), and the log's new head with them.
+ */
 const APPEND_SQL = `WITH appended AS (
     INSERT INTO transitions (seq, at, entity, entity_id, workstream_id, from_state, to_state, event, severity, actor, data, detail, hash)
     SELECT * FROM json_to_recordset(?::json) AS r(seq bigint, at bigint, entity text, entity_id text,
@@ -284,19 +283,13 @@ export class PgStore extends SqlStore {
     batch: PreparedChange[],
   ): Promise<number> {
     if (batch.length === 1) return q.run(shape.sql, batch[0]!.values);
-    const keys = this.batchKeys(shape);
-    const rows = batch.map((p) => {
-      const row: Record<string, unknown> = {};
-      for (let c = 0; c < keys.length; c++) row[keys[c]!] = p.values[c];
-      return row;
-    });
-    return q.run(this.batchSql(shape), [JSON.stringify(rows)]);
+    return q.run(this.batchSql(shape), [this.batchJson(shape, batch)]);
   }
 
   /**
-   * Completes held tasks set-based (./exchange.ts): each row of `batch` (one shape) is written
-   * only when the task is running under `tokens[i]` held by `workerId`, with no breaker, fallbacks
-   * or quality threshold. Returns what the records need of the rows written. @internal
+   * Completes held tasks set-based (./exchange.ts): the batch UPDATE of their shape, each row
+   * written only when the task is running under `tokens[i]` held by `workerId`, with no breaker,
+   * fallbacks or quality threshold. Returns what the records need of the rows written. @internal
    */
   async completeHeld(
     q: Queryable,
@@ -305,57 +298,68 @@ export class PgStore extends SqlStore {
     workerId: string,
   ): Promise<CompletedRow[]> {
     const shape = batch[0]!.shape;
-    const keys = shape.columns.map((_, j) => `v${j}`);
-    const rows = batch.map((p, i) => {
-      const row: Record<string, unknown> = {
-        id: p.change.id,
-        token: tokens[i],
-        expected: "running",
-      };
-      for (let c = 0; c < keys.length; c++) row[keys[c]!] = p.values[c];
-      return row;
-    });
     let sql = this.completionStatements.get(shape);
     if (!sql) {
-      const types = this.columnTypes.get(shape.table)!;
-      const record = shape.columns.map((c, j) => `v${j} ${types.get(c)}`);
-      sql = `UPDATE tasks AS t SET ${shape.columns.map((c, j) => `"${c}" = u.v${j}`).join(", ")}
-        FROM json_to_recordset(?::json) AS u(${[...record, "id text", "token bigint", "expected text"].join(", ")})
-        WHERE t.id = u.id AND t.status = u.expected AND t.lease_token = u.token AND t.lease_worker = ?
+      sql = this.batchUpdateSql(shape, ["token bigint"]);
+      sql += ` AND t.lease_token = u.token AND t.lease_worker = ?
           AND t.breaker IS NULL AND t.fallbacks IS NULL AND t.quality_threshold IS NULL
         RETURNING t.id, t.workstream_id AS "workstreamId", t.attempts, t.revivals,
           EXISTS (SELECT 1 FROM task_deps d WHERE d.dep_id = t.id) AS "hasDependents"`;
       this.completionStatements.set(shape, sql);
     }
-    return q.all<CompletedRow>(sql, [JSON.stringify(rows), workerId]);
+    const json = this.batchJson(shape, batch, (i) => ({ token: tokens[i] }));
+    return q.all<CompletedRow>(sql, [json, workerId]);
   }
 
   private readonly completionStatements = new Map<WriteShape, string>();
   private readonly batchStatements = new Map<WriteShape, string>();
 
-  /** The JSON keys of a batch row: one per column, then the id and expected status. */
-  private batchKeys(shape: WriteShape): string[] {
+  /**
+   * A batch's rows as one JSON array: per row, a key per column (`v0`, `v1`, …), then for an
+   * update the id and expected status, with `extra(i)`'s fields.
+   */
+  private batchJson(
+    shape: WriteShape,
+    batch: PreparedChange[],
+    extra?: (i: number) => Record<string, unknown>,
+  ): string {
     const keys = shape.columns.map((_, j) => `v${j}`);
-    return shape.insert ? keys : [...keys, "id", "expected"];
+    if (!shape.insert) keys.push("id", "expected");
+    return JSON.stringify(
+      batch.map((p, i) => {
+        const row: Record<string, unknown> = extra ? extra(i) : {};
+        for (let c = 0; c < keys.length; c++) row[keys[c]!] = p.values[c];
+        return row;
+      }),
+    );
   }
 
   /** The set-based statement of a shape, built once. */
   private batchSql(shape: WriteShape): string {
     let sql = this.batchStatements.get(shape);
     if (sql) return sql;
-    const types = this.columnTypes.get(shape.table)!;
-    const record = shape.columns.map((c, j) => `v${j} ${types.get(c)}`);
-    const names = shape.columns.map((c) => `"${c}"`);
     if (shape.insert) {
-      sql = `INSERT INTO ${shape.table} (${names.join(", ")})
-        SELECT * FROM json_to_recordset(?::json) AS u(${record.join(", ")})`;
+      sql = `INSERT INTO ${shape.table} (${shape.columns.map((c) => `"${c}"`).join(", ")})
+        SELECT * FROM json_to_recordset(?::json) AS u(${this.recordColumns(shape).join(", ")})`;
     } else {
-      sql = `UPDATE ${shape.table} AS t SET ${names.map((n, j) => `${n} = u.v${j}`).join(", ")}
-        FROM json_to_recordset(?::json) AS u(${[...record, "id text", "expected text"].join(", ")})
-        WHERE t.id = u.id AND t.status = u.expected`;
+      sql = this.batchUpdateSql(shape);
     }
     this.batchStatements.set(shape, sql);
     return sql;
+  }
+
+  /** An update shape's batch UPDATE, its rows' `extra` columns declared after the shape's. */
+  private batchUpdateSql(shape: WriteShape, extra: string[] = []): string {
+    const columns = [...this.recordColumns(shape), "id text", "expected text", ...extra];
+    return `UPDATE ${shape.table} AS t SET ${shape.columns.map((c, j) => `"${c}" = u.v${j}`).join(", ")}
+        FROM json_to_recordset(?::json) AS u(${columns.join(", ")})
+        WHERE t.id = u.id AND t.status = u.expected`;
+  }
+
+  /** A shape's columns as a JSON record's keys (`v0`, `v1`, …) with their types. */
+  private recordColumns(shape: WriteShape): string[] {
+    const types = this.columnTypes.get(shape.table)!;
+    return shape.columns.map((c, j) => `v${j} ${types.get(c)}`);
   }
 
   /** @internal */

@@ -29,7 +29,7 @@ import {
 import { rowToDegradation } from "../sql/codec.js";
 import { allocateClaims, claimBlocked } from "../sql/resources.js";
 import { normalRecord } from "../sql/signals.js";
-import { SATISFIED_SQL, type PreparedChange, type Tx } from "../sql/tx.js";
+import { groupByShape, SATISFIED_SQL, type PreparedChange, type Tx } from "../sql/tx.js";
 import type { PgStore } from "./PgStore.js";
 
 /** Thrown inside the set-based exchange when the request needs the general one. */
@@ -133,7 +133,6 @@ async function settleCompletions(
     }
   }
   const settled: Settlement[] = [];
-  const recorded = new Set<string>();
   for (const o of outcomes) {
     const row = done.get(o.taskId);
     if (row && first.get(o.taskId) === o) {
@@ -141,12 +140,12 @@ async function settleCompletions(
         ...prepared.get(o)!,
         change: completionChange({ ...standIn(row.id), ...row }, o, null, actor),
       });
-      recorded.add(row.id);
       workstreams.add(row.workstreamId);
       settled.push({ taskId: o.taskId, applied: true, status: "completed" });
       continue;
     }
-    const current: HeldRow | undefined = recorded.has(o.taskId)
+    // A repeat of an outcome this batch applied is judged against the completed task.
+    const current: HeldRow | undefined = row
       ? { ...standIn(o.taskId), status: "completed" }
       : held.get(o.taskId);
     const refusal = fencingRefusal(o, current, req.workerId);
@@ -175,17 +174,6 @@ function standIn(id: string): HeldRow {
     qualityThreshold: null,
     fallbacks: null,
   };
-}
-
-/** Prepared changes grouped by write shape, in first-seen order. */
-function groupByShape(prepared: PreparedChange[]): PreparedChange[][] {
-  const groups = new Map<unknown, PreparedChange[]>();
-  for (const p of prepared) {
-    const g = groups.get(p.shape);
-    if (g) g.push(p);
-    else groups.set(p.shape, [p]);
-  }
-  return [...groups.values()];
 }
 
 /**

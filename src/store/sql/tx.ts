@@ -137,14 +137,8 @@ export class Tx implements Queryable {
    * whole when any row was no longer in its expected state. Records keep the given order.
    */
   async applyMany(prepared: PreparedChange[]): Promise<void> {
-    const byShape = new Map<WriteShape, PreparedChange[]>();
-    for (const p of prepared) {
-      const group = byShape.get(p.shape);
-      if (group) group.push(p);
-      else byShape.set(p.shape, [p]);
-    }
-    for (const [shape, batch] of byShape) {
-      const changed = await this.store.applyBatch(this.q, shape, batch);
+    for (const batch of groupByShape(prepared)) {
+      const changed = await this.store.applyBatch(this.q, batch[0]!.shape, batch);
       if (changed !== batch.length && batch[0]!.change.from !== null) {
         throw new MendError(
           "refused",
@@ -257,6 +251,17 @@ export class Tx implements Queryable {
     );
     return open!.n === 0;
   }
+}
+
+/** Prepared changes grouped by write shape (one statement text each), in first-seen order. */
+export function groupByShape(prepared: readonly PreparedChange[]): PreparedChange[][] {
+  const groups = new Map<WriteShape, PreparedChange[]>();
+  for (const p of prepared) {
+    const group = groups.get(p.shape);
+    if (group) group.push(p);
+    else groups.set(p.shape, [p]);
+  }
+  return [...groups.values()];
 }
 
 /** The INSERT or guarded UPDATE for an entity and a set of fields. */
