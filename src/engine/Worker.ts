@@ -264,7 +264,11 @@ export class Worker {
     }
     this.pumping = true;
     try {
-      do {
+      for (let round = 0; ; round++) {
+        // Between rounds, let the tasks the last round started run first: those that end at once
+        // add their outcomes and free their slots, so the next round carries one full batch
+        // rather than a small one with a full one after it.
+        if (round > 0) await new Promise((r) => setImmediate(r));
         this.pumpAgain = false;
         const outcomes = this.outbox.splice(0, this.batchSize);
         const free = this.stopping
@@ -304,7 +308,8 @@ export class Worker {
         }
         if (this.outbox.length > 0 || (want > 0 && claimed.length === want)) this.pumpAgain = true;
         if (!this.stopping && want > 0 && claimed.length < want) this.schedulePoll();
-      } while (this.pumpAgain);
+        if (!this.pumpAgain) break;
+      }
     } finally {
       this.pumping = false;
     }
