@@ -24,7 +24,7 @@ const PG_ONLY_TABLES: Record<string, Column[]> = {
 /** Tables the SQLite code reads `ORDER BY rowid`: PostgreSQL gives them a generated `rowid`. */
 const ROWID_TABLES = ["interventions", "tasks", "workstreams"];
 /** Indexes that name, last, columns SQLite's index holds implicitly (its rowid). */
-const EXTRA_INDEX_COLUMNS: Record<string, string[]> = { tasks_ready: ["rowid"] };
+const EXTRA_INDEX_COLUMNS: Record<string, string[]> = { tasks_claim: ["rowid"] };
 const PG_TYPES: Record<string, string> = {
   INTEGER: "bigint",
   TEXT: "text",

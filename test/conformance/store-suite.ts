@@ -235,6 +235,35 @@ export function describeStoreConformance(name: string, make: StoreFactory): void
         await expectConsistent(store, clock);
       });
 
+      it("across a worker's handlers, claims in one order (priority, then run_at, then age), skipping others' tasks", async () => {
+        const { store, clock } = await setup();
+        await store.submit(
+          spec([
+            { id: "alpha-old", handler: "alpha" },
+            { id: "gamma-urgent", handler: "gamma", priority: 9 },
+            { id: "beta-old", handler: "beta" },
+          ]),
+        );
+        clock.advance(1_000);
+        await store.submit(
+          spec([
+            { id: "beta-high", handler: "beta", priority: 5 },
+            { id: "alpha-high", handler: "alpha", priority: 5 },
+            { id: "alpha-new", handler: "alpha" },
+            { id: "gamma-new", handler: "gamma" },
+          ]),
+        );
+        const first = await claimAs(store, "w1", ["alpha", "beta"], 3);
+        expect(first.map((t) => t.key)).toEqual(["beta-high", "alpha-high", "alpha-old"]);
+        const rest = await claimAs(store, "w1", ["beta", "alpha"], 5);
+        expect(rest.map((t) => t.key)).toEqual(["beta-old", "alpha-new"]);
+        expect((await claimAs(store, "w2", ["gamma"], 5)).map((t) => t.key)).toEqual([
+          "gamma-urgent",
+          "gamma-new",
+        ]);
+        await expectConsistent(store, clock);
+      });
+
       it("dependencies gate claims: a dependent is queued only when all deps are completed or skipped", async () => {
         const { store, clock } = await setup();
         const { workstreamId } = await store.submit(

@@ -259,12 +259,13 @@ async function claim(
     req.claim,
     blocked,
     `, nextval('lease_tokens') AS "leaseToken"`,
+    " FOR UPDATE SKIP LOCKED",
   );
   if (!resources) {
     // Nothing to allocate: the claim and its row writes are one statement, recorded exactly as
     // claimChange describes them (the conformance suite's replay checks hold it to that).
     const rows = await tx.all<ClaimRow & { leaseToken: number }>(
-      `WITH c AS (${q.sql} FOR UPDATE SKIP LOCKED)
+      `WITH c AS (${q.sql})
        UPDATE tasks AS t SET attempts = c.attempts + 1, lease_token = c."leaseToken",
          lease_worker = ?, lease_expires_at = ?, status = 'running', updated_at = ?
        FROM c WHERE t.id = c.id
@@ -274,10 +275,7 @@ async function claim(
     for (const r of rows) tx.record(store.prepare(claimChange(r, r.leaseToken, req, now), now));
     return rows.map(({ leaseToken, ...r }) => claimedTask(r, leaseToken, now));
   }
-  const rows = await tx.all<ClaimRow & { leaseToken: number }>(
-    `${q.sql} FOR UPDATE SKIP LOCKED`,
-    q.params,
-  );
+  const rows = await tx.all<ClaimRow & { leaseToken: number }>(q.sql, q.params);
   if (rows.length === 0) return [];
   const { claimed } = await allocateClaims(tx, rows, req.claim);
   await tx.applyMany(

@@ -234,4 +234,11 @@ export const PG_MIGRATIONS: readonly string[] = [
   );
 
   `,
+
+  // v3 (SQLite v6): the claim walks the ready tasks of each of a worker's handlers, not all
+  // ready tasks: a backlog for other workers' handlers no longer costs every claim a scan of it.
+  `
+  DROP INDEX tasks_ready;
+  CREATE INDEX tasks_claim ON tasks(handler, priority DESC, run_at, rowid) WHERE status = 'queued';
+  `,
 ];

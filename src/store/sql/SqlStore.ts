@@ -414,7 +414,14 @@ export abstract class SqlStore implements Store {
    * most of a claim's cost. The dependency check guards invariant 7 even when an operator
    * reopened a dependency after its dependents were queued. Tasks needing resources are left out
    * when every choice of one of their needs is `blocked` (see {@link claimBlocked}). `extra` adds
-   * select-list columns. @internal
+   * select-list columns; `lock` (PostgreSQL's `FOR UPDATE SKIP LOCKED`) locks the rows read.
+   *
+   * One ordered walk of the ready index per handler, merged: a single walk over all queued tasks
+   * would step over every task of handlers this worker lacks, and a backlog of those (100,000
+   * tasks for other workers) made each claim, an idle worker's too, read all of them. With
+   * `lock`, each walk locks what it reads, up to `limit` rows (PostgreSQL cannot merge locking
+   * walks lazily), so a worker whose several handlers all have tasks ready holds a few more rows
+   * than it takes until its claim commits; other workers skip them meanwhile. @internal
    */
   claimQuery(
     req: ExchangeRequest,
@@ -423,29 +430,34 @@ export abstract class SqlStore implements Store {
     limit: number,
     blocked: readonly string[],
     extra = "",
+    lock = "",
   ): { sql: string; params: unknown[] } {
     const breaker =
       gate === null
         ? "(breaker IS NULL OR NOT EXISTS (SELECT 1 FROM breakers b WHERE b.id = tasks.breaker AND b.status <> 'closed'))"
         : "breaker = ?";
-    const sql = `SELECT id, workstream_id AS "workstreamId", key, handler, input, attempts, timeout_ms AS "timeoutMs", idempotency_key AS "idempotencyKey",
-         created_at + deadline_ms AS "deadlineAt", resources${extra}
-       FROM tasks WHERE status = 'queued' AND run_at <= ? AND ${this.dialect.inArray("handler")}
-         AND (tasks.requires IS NULL OR ${this.dialect.jsonSubsetOf("tasks.requires")})
-         AND (tasks.resources IS NULL OR ${this.dialect.needsMet("tasks.resources")})
-         AND (deadline_ms IS NULL OR created_at + deadline_ms > ?)
-         AND ${breaker}
-         AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.dep_id WHERE d.task_id = tasks.id AND NOT ${SATISFIED_SQL})
-       ORDER BY priority DESC, run_at, rowid LIMIT ?`;
-    const params: unknown[] = [
-      now,
-      this.dialect.arrayParam(req.handlers),
-      capabilitiesParam(req.capabilities),
-      JSON.stringify(blocked),
-      now,
-    ];
-    if (gate !== null) params.push(gate);
+    const arm = `SELECT * FROM (SELECT id, workstream_id AS "workstreamId", key, handler, input, attempts, timeout_ms AS "timeoutMs",
+           idempotency_key AS "idempotencyKey", created_at + deadline_ms AS "deadlineAt", resources,
+           priority, run_at AS "runAt", rowid AS "rowOrder"
+         FROM tasks WHERE status = 'queued' AND handler = ? AND run_at <= ?
+           AND (tasks.requires IS NULL OR ${this.dialect.jsonSubsetOf("tasks.requires")})
+           AND (tasks.resources IS NULL OR ${this.dialect.needsMet("tasks.resources")})
+           AND (deadline_ms IS NULL OR created_at + deadline_ms > ?)
+           AND ${breaker}
+           AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.dep_id WHERE d.task_id = tasks.id AND NOT ${SATISFIED_SQL})
+         ORDER BY priority DESC, run_at, rowid LIMIT ?${lock}) AS h`;
+    // No handler matches a null name: a worker with no handlers claims nothing.
+    const handlers = req.handlers.length > 0 ? req.handlers : [null];
+    const params: unknown[] = [];
+    for (const handler of handlers) {
+      params.push(handler, now, capabilitiesParam(req.capabilities), JSON.stringify(blocked), now);
+      if (gate !== null) params.push(gate);
+      params.push(limit);
+    }
     params.push(limit);
+    const sql = `SELECT id, "workstreamId", key, handler, input, attempts, "timeoutMs", "idempotencyKey", "deadlineAt", resources${extra}
+       FROM (${handlers.map(() => arm).join(" UNION ALL ")}) AS ready
+       ORDER BY priority DESC, "runAt", "rowOrder" LIMIT ?`;
     return { sql, params };
   }
 

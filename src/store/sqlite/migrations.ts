@@ -205,4 +205,11 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   );
 
   `,
+
+  // v6: the claim walks the ready tasks of each of a worker's handlers, not all ready tasks:
+  // a backlog for other workers' handlers no longer costs every claim a scan of it.
+  `
+  DROP INDEX tasks_ready;
+  CREATE INDEX tasks_claim ON tasks(handler, priority DESC, run_at) WHERE status = 'queued';
+  `,
 ];
