@@ -2,7 +2,8 @@
  * `npm run bench`: throughput, single-task latency and worker-loss recovery of Mend against real
  * worker processes, on the embedded SQLite store with durability on (synchronous=FULL) and on
  * the PostgreSQL store (a fresh schema of `MEND_BENCH_PG_URL`, default the local server's `test`
- * database, dropped afterwards). `--store sqlite|postgres` runs one of them. Prints a table and
+ * database, dropped afterwards). `--store sqlite|postgres` runs one of them; `--prefetch N` gives
+ * the throughput runs' worker `--prefetch N`. Prints a table and
  * writes JSON to bench/results/. Not part of the tests.
  */
 import { type ChildProcess, spawn } from "node:child_process";
@@ -28,6 +29,8 @@ const { values: args } = parseArgs({
     /** Tasks per workstream submitted in the end-to-end run. */
     chunk: { type: "string", default: "1000" },
     store: { type: "string", default: "sqlite,postgres" },
+    /** Worker `--prefetch` in the throughput runs (0: the worker's default, none). */
+    prefetch: { type: "string", default: "0" },
   },
 });
 const PG_URL = process.env.MEND_BENCH_PG_URL ?? "postgres://postgres@127.0.0.1:5432/test";
@@ -39,6 +42,7 @@ const STORE_LABELS: Record<StoreKind, string> = {
 const TASKS = Number(args.tasks);
 const TRIALS = Number(args.trials);
 const CHUNK = Number(args.chunk);
+const PREFETCH = Number(args.prefetch);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const now = () => performance.timeOrigin + performance.now();
@@ -124,6 +128,7 @@ interface ThroughputResult {
 
 /** Enqueue rate, processing rate of a full queue, and end-to-end rate with the worker running. */
 async function throughput(concurrency: number): Promise<ThroughputResult> {
+  const flags = ["--concurrency", String(concurrency), "--prefetch", String(PREFETCH)];
   // Enqueue, then process the full queue.
   let { url, remove } = tempStore();
   let store = await openStore(url);
@@ -133,7 +138,7 @@ async function throughput(concurrency: number): Promise<ThroughputResult> {
     tasks: noopTasks(TASKS),
   });
   const enqueueMs = now() - t0;
-  let worker = await startWorker(url, ["--concurrency", String(concurrency)]);
+  let worker = await startWorker(url, flags);
   const startedAt = now();
   await waitSettled(store, [workstreamId]);
   const processMs = now() - startedAt;
@@ -144,7 +149,7 @@ async function throughput(concurrency: number): Promise<ThroughputResult> {
   // End to end: the worker is already waiting; tasks arrive in workstreams of --chunk tasks.
   ({ url, remove } = tempStore());
   store = await openStore(url);
-  worker = await startWorker(url, ["--concurrency", String(concurrency)]);
+  worker = await startWorker(url, flags);
   t0 = now();
   const ids: string[] = [];
   for (let i = 0; i < TASKS; i += CHUNK) {
@@ -260,6 +265,7 @@ async function main(): Promise<void> {
     node: process.version,
     tasks: TASKS,
     trials: TRIALS,
+    prefetch: PREFETCH,
   };
   const report: string[] = [];
   for (const k of kinds) {
@@ -296,7 +302,7 @@ async function measure(lines: string[]): Promise<Record<string, unknown>> {
       };
       results[`throughput_c${c}`] = m;
       lines.push(
-        `throughput c=${c}: enqueue ${fmt(m.enqueuePerSec)}/s, processing ${fmt(m.processPerSec)}/s, end to end ${fmt(m.endToEndPerSec)}/s`,
+        `throughput c=${c}${PREFETCH > 0 ? ` prefetch ${PREFETCH}` : ""}: enqueue ${fmt(m.enqueuePerSec)}/s, processing ${fmt(m.processPerSec)}/s, end to end ${fmt(m.endToEndPerSec)}/s`,
       );
       process.stderr.write(`${lines.at(-1)}\n`);
     }
