@@ -3,9 +3,10 @@ import { resolve } from "node:path";
 import type { Clock } from "../engine/clock.js";
 import { systemClock } from "../engine/clock.js";
 import { MendError } from "../errors.js";
-import { PgStore } from "./postgres/PgStore.js";
-import { SqliteStore } from "./sqlite/SqliteStore.js";
 import type { Store } from "./store.js";
+import { isPostgresUrl } from "./url.js";
+
+export { isPostgresUrl } from "./url.js";
 
 /** Where the store is when nothing says otherwise. */
 export const DEFAULT_STORE_PATH = ".mend/mend.db";
@@ -40,18 +41,17 @@ export interface OpenStoreOptions {
   synchronous?: "FULL" | "NORMAL";
 }
 
-/** Whether `url` names a PostgreSQL store. */
-export function isPostgresUrl(url: string): boolean {
-  return url.startsWith("postgres://") || url.startsWith("postgresql://");
-}
-
 /**
  * Opens (creating and migrating as needed) the store at `url`: `sqlite:PATH` or a bare path, or
  * `postgres://user@host:5432/db?schema=NAME` (schema `mend` by default). A PostgreSQL store keeps
  * time on the server's clock unless `options.clock` is given (tests).
  */
 export async function openStore(url: string, options: OpenStoreOptions = {}): Promise<Store> {
-  if (isPostgresUrl(url)) return PgStore.open(url, { clock: options.clock });
+  // Each backend loads only when asked for: a SQLite worker need not carry the PostgreSQL driver.
+  if (isPostgresUrl(url)) {
+    const { PgStore } = await import("./postgres/PgStore.js");
+    return PgStore.open(url, { clock: options.clock });
+  }
   const path = url.startsWith("sqlite:") ? url.slice("sqlite:".length) : url;
   if (path === "" || /^[a-z]+:\/\//i.test(path)) {
     throw new MendError(
@@ -60,6 +60,7 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
       { url },
     );
   }
+  const { SqliteStore } = await import("./sqlite/SqliteStore.js");
   return new SqliteStore(resolve(path), {
     clock: options.clock ?? systemClock,
     synchronous: options.synchronous,

@@ -8,7 +8,7 @@ import type { JournalLimit } from "../../state/journal.js";
 import { type RepairReport, repairStore } from "../../state/repair.js";
 import { type CheckResult, validateStore } from "../../state/validate.js";
 import { isPostgresUrl, openStore, resolveStoreUrl } from "../../store/open.js";
-import { redact } from "../../store/postgres/connection.js";
+import { redact } from "../../store/url.js";
 import {
   damagedStoreError,
   planRestore,

@@ -7,14 +7,8 @@ import type { Queryable, Row, SqlDialect } from "../sql/queryable.js";
 import type { ExchangeRequest, ExchangeResult } from "../store.js";
 import { SqlStore } from "../sql/SqlStore.js";
 import type { ChainHead, PreparedChange, Tx, WriteShape } from "../sql/tx.js";
-import {
-  clientConfig,
-  lockKey,
-  type PgLocation,
-  parsePgUrl,
-  queryable,
-  redact,
-} from "./connection.js";
+import { clientConfig, lockKey, type PgLocation, parsePgUrl, queryable } from "./connection.js";
+import { redact } from "../url.js";
 import { DbClock } from "./db-clock.js";
 import { type CompletedRow, exchange as setBasedExchange } from "./exchange.js";
 import { PG_MIGRATIONS } from "./migrations.js";

@@ -6,6 +6,7 @@
 import pg from "pg";
 import { MendError } from "../../errors.js";
 import type { Queryable, Row } from "../sql/queryable.js";
+import { redact } from "../url.js";
 
 /** Where a PostgreSQL store lives: the server, and the schema its tables are in. */
 export interface PgLocation {
@@ -38,17 +39,6 @@ export function parsePgUrl(url: string): PgLocation {
   }
   parsed.searchParams.delete("schema");
   return { connectionString: parsed.toString(), schema };
-}
-
-/** The URL with any password replaced by `***`, for messages and `Store.url`. */
-export function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = "***";
-    return u.toString();
-  } catch {
-    return url;
-  }
 }
 
 const INT8 = 20;
