@@ -1,8 +1,9 @@
+import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { openStore } from "../src/store/open.js";
-import { type CliResult, FIXTURES, runCli, json } from "./helpers/cli.js";
+import { assertBuilt, CLI, type CliResult, FIXTURES, json, runCli } from "./helpers/cli.js";
 import { tmpDir } from "./helpers/tmp.js";
 
 const HANDLERS = join(FIXTURES, "handlers.mjs");
@@ -338,5 +339,21 @@ describe("help", () => {
     // An unknown command or option is a usage error.
     expect((await runCli(["frobnicate"])).code).toBe(2);
     expect((await runCli(["status", "--frobnicate"])).code).toBe(2);
+  });
+
+  it("ends quietly when the reader closes the pipe early (mend … | head)", async () => {
+    assertBuilt();
+    const child = spawn(process.execPath, [CLI, "worker", "--help"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    // Closed before the CLI has loaded, so its first write finds no reader.
+    child.stdout.destroy();
+    let stderr = "";
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      stderr += d;
+    });
+    const code = await new Promise((resolve) => child.on("close", resolve));
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
   });
 });

@@ -97,6 +97,13 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// A reader that stops early (`mend events | head`) closes the pipe: end quietly, as Unix tools do,
+// instead of dying on the write with a stack trace.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code !== "EPIPE") throw err;
+  process.exit(0);
+});
+
 main(process.argv).then(
   (code) => {
     process.exitCode = code;
