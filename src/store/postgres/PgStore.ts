@@ -6,7 +6,13 @@ import type { JournalTransition } from "../../state/journal.js";
 import type { Queryable, Row, SqlDialect } from "../sql/queryable.js";
 import type { ExchangeRequest, ExchangeResult } from "../store.js";
 import { SqlStore } from "../sql/SqlStore.js";
-import type { ChainHead, PreparedChange, Tx, WriteShape } from "../sql/tx.js";
+import {
+  type ChainHead,
+  groupByShape,
+  type PreparedChange,
+  type Tx,
+  type WriteShape,
+} from "../sql/tx.js";
 import { clientConfig, lockKey, type PgLocation, parsePgUrl, queryable } from "./connection.js";
 import { redact } from "../url.js";
 import { DbClock } from "./db-clock.js";
@@ -64,6 +70,20 @@ async function alive(client: pg.Client): Promise<boolean> {
 
 /** Largest record batch, as JSON, sent as a literal with the COMMIT (see appendRecords). */
 const INLINE_RECORDS_BYTES = 8_192;
+/** `(v1, v2, …)` with each value as an SQL literal; null when one has no literal form here. */
+function literalRow(values: readonly unknown[]): string | null {
+  const out: string[] = [];
+  for (const v of values) {
+    if (v === null) out.push("NULL");
+    else if (typeof v === "string") out.push(pg.escapeLiteral(v));
+    else if (typeof v === "number" && Number.isFinite(v)) out.push(String(v));
+    else return null;
+  }
+  return `(${out.join(", ")})`;
+}
+
+/** About a record's JSON beyond its data and detail: its keys, ids, states, event and actor. */
+const RECORD_FRAME_BYTES = 300;
 
 /**
  * A transaction's records in one statement whatever their number (one JSON array of rows, see
@@ -170,24 +190,53 @@ export class PgStore extends SqlStore {
       broken ??= err;
     };
     client.on("error", onError);
-    const q = queryable(client);
     const atCommit: string[] = [];
+    // The start (with `opening`) and the end (with what was deferred to it) are one round trip
+    // each: the simple protocol runs several statements in one message, and stops at the first
+    // that fails. Without `opening`, the start waits for the first statement that needs an
+    // answer, and goes with the end when none does (a small submission: one round trip).
+    let begun = false;
+    const direct = queryable(client);
+    const begin = async () => {
+      if (begun) return;
+      begun = true;
+      await client.query(this.begin[mode]);
+    };
+    const q: Queryable =
+      opening !== undefined
+        ? direct
+        : {
+            async get(sql, params) {
+              await begin();
+              return direct.get(sql, params);
+            },
+            async all(sql, params) {
+              await begin();
+              return direct.all(sql, params);
+            },
+            async run(sql, params) {
+              await begin();
+              return direct.run(sql, params);
+            },
+          };
     this.atCommit.set(q, atCommit);
     try {
-      // The start (with `opening`) and the end (with what was deferred to it) are one round trip
-      // each: the simple protocol runs several statements in one message, and stops at the first
-      // that fails.
-      const begun = await client.query(
-        opening === undefined ? this.begin[mode] : `${this.begin[mode]}; ${opening}`,
-      );
-      const opened = opening === undefined ? [] : lastResult(begun).rows;
+      let opened: Row[] = [];
+      if (opening !== undefined) {
+        begun = true;
+        opened = lastResult(await client.query(`${this.begin[mode]}; ${opening}`)).rows;
+      }
       const result = await fn(q, opened);
-      atCommit.push("COMMIT");
-      await client.query(atCommit.join(";\n"));
+      if (atCommit.length > 0 || begun) {
+        if (!begun) atCommit.unshift(this.begin[mode]);
+        begun = true;
+        atCommit.push("COMMIT");
+        await client.query(atCommit.join(";\n"));
+      }
       return result;
     } catch (err) {
       try {
-        await client.query("ROLLBACK");
+        if (begun) await client.query("ROLLBACK");
       } catch (rollbackErr) {
         // The connection itself failed: it must not go back to the pool.
         broken = rollbackErr as Error;
@@ -254,6 +303,66 @@ export class PgStore extends SqlStore {
       q,
       APPEND_SQL.replace(/\?/g, () => values[n++]!),
     );
+  }
+
+  /**
+   * A few records (a submission of a few tasks, an idle worker's claim, a small batch) go to
+   * `append_chained` with the COMMIT: the server numbers and chains them as the transaction ends
+   * (migration v4), which saves the round trip that would read the head. Many stay with the
+   * worker, which hashes them off the server's CPU. @internal
+   */
+  override chainOnServer(q: Queryable, records: readonly JournalTransition[]): boolean {
+    // A bound from the variable parts first, so a large batch is not serialized twice.
+    let size = 0;
+    for (const r of records)
+      size += RECORD_FRAME_BYTES + r.dataJson.length + (r.detailJson?.length ?? 0);
+    if (size > INLINE_RECORDS_BYTES) return false;
+    const rows = JSON.stringify(
+      records.map((r, i) => ({
+        i,
+        at: r.at,
+        entity: r.entity,
+        entity_id: r.entityId,
+        workstream_id: r.workstreamId,
+        from_state: r.from,
+        to_state: r.to,
+        event: r.event,
+        severity: r.severity,
+        actor: r.actor,
+        data: r.dataJson,
+        detail: r.detailJson,
+      })),
+    );
+    if (rows.length > INLINE_RECORDS_BYTES) return false;
+    this.deferToCommit(q, `SELECT append_chained(${pg.escapeLiteral(rows)})`);
+    return true;
+  }
+
+  /**
+   * A small creation's rows go as literal INSERTs with the COMMIT, beside its records (see
+   * chainOnServer) and its NOTIFY: with the BEGIN sent lazily, a submission of a few tasks is one
+   * round trip. A failing INSERT fails the COMMIT's message, and the transaction rolls back whole.
+   * @internal
+   */
+  override insertWithCommit(tx: Tx, records: PreparedChange[], deps: [string, string][]): boolean {
+    const statements: string[] = [];
+    for (const batch of groupByShape(records)) {
+      const shape = batch[0]!.shape;
+      const rows = batch.map((p) => literalRow(p.values));
+      if (!shape.insert || rows.includes(null)) return false;
+      statements.push(
+        `INSERT INTO ${shape.table} (${shape.columns.map((c) => `"${c}"`).join(", ")}) VALUES ${rows.join(", ")}`,
+      );
+    }
+    if (deps.length > 0) {
+      statements.push(
+        `INSERT INTO task_deps (task_id, dep_id) VALUES ${deps.map((d) => literalRow(d)).join(", ")}`,
+      );
+    }
+    if (statements.reduce((n, sql) => n + sql.length, 0) > INLINE_RECORDS_BYTES) return false;
+    for (const sql of statements) this.deferToCommit(tx.q, sql);
+    for (const p of records) tx.record(p);
+    return true;
   }
 
   /** Tokens from a sequence: unique and increasing, taken without the log's head. */

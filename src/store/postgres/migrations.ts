@@ -241,4 +241,38 @@ export const PG_MIGRATIONS: readonly string[] = [
   DROP INDEX tasks_ready;
   CREATE INDEX tasks_claim ON tasks(handler, priority DESC, run_at, rowid) WHERE status = 'queued';
   `,
+
+  // v4: a small transaction's records are numbered and chained here, as it commits, so that it
+  // reads the log's head in no round trip of its own (PgStore.chainOnServer). The text hashed is
+  // transitionHash's (src/store/chain.ts), field for field; a record's "i" is its place in the
+  // transaction.
+  `
+  CREATE FUNCTION append_chained(records json) RETURNS void LANGUAGE plpgsql AS $fn$
+  DECLARE
+    head_seq bigint;
+    head_hash text;
+    r record;
+  BEGIN
+    SELECT seq, hash INTO head_seq, head_hash FROM chain_head WHERE id = 1 FOR UPDATE;
+    FOR r IN
+      SELECT * FROM json_to_recordset(records) AS x(i int, at bigint, entity text, entity_id text,
+        workstream_id text, from_state text, to_state text, event text, severity text, actor text,
+        data text, detail text)
+      ORDER BY x.i
+    LOOP
+      head_seq := head_seq + 1;
+      head_hash := encode(sha256(convert_to(head_hash || E'\\n' || head_seq || E'\\n' || r.at || E'\\n'
+        || r.entity || E'\\n' || r.entity_id || E'\\n' || coalesce(r.workstream_id, '') || E'\\n'
+        || coalesce(r.from_state, '') || E'\\n' || r.to_state || E'\\n' || r.event || E'\\n'
+        || r.severity || E'\\n' || r.actor || E'\\n' || r.data || E'\\n' || coalesce(r.detail, ''),
+        'UTF8')), 'hex');
+      INSERT INTO transitions (seq, at, entity, entity_id, workstream_id, from_state, to_state,
+        event, severity, actor, data, detail, hash)
+      VALUES (head_seq, r.at, r.entity, r.entity_id, r.workstream_id, r.from_state, r.to_state,
+        r.event, r.severity, r.actor, r.data, r.detail, head_hash);
+    END LOOP;
+    UPDATE chain_head SET seq = head_seq, hash = head_hash WHERE id = 1;
+  END
+  $fn$;
+  `,
 ];

@@ -216,6 +216,16 @@ export abstract class SqlStore implements Store {
     head: ChainHead,
   ): Promise<void>;
 
+  /**
+   * Hands a transaction's records to the database server to number, chain and write as the
+   * transaction commits, where the store can and they are few: the transaction then reads the
+   * log's head in no round trip of its own, and holds it only while it commits. False leaves them
+   * to the caller ({@link appendRecords}). @internal
+   */
+  chainOnServer(_q: Queryable, _records: readonly JournalTransition[]): boolean {
+    return false;
+  }
+
   /** `n` fencing tokens for the leases the open transaction is about to grant. */
   /** @internal */
   abstract leaseTokens(tx: Tx, n: number): Promise<number[]>;
@@ -317,6 +327,15 @@ export abstract class SqlStore implements Store {
     return changed;
   }
 
+  /**
+   * Queues a creation's rows and records to be written with the transaction's COMMIT, where the
+   * store can and they are few, so that a small submission is one round trip; false leaves them
+   * to the caller. Only for rows nothing else in the transaction reads. @internal
+   */
+  insertWithCommit(_tx: Tx, _records: PreparedChange[], _deps: [string, string][]): boolean {
+    return false;
+  }
+
   /** Inserts a new workstream's dependency rows. @internal */
   async insertDependencies(q: Queryable, deps: [string, string][]): Promise<void> {
     for (const [task, dep] of deps) {
@@ -335,7 +354,7 @@ export abstract class SqlStore implements Store {
     // changed, which other writers must not see half done.
     const named = Object.keys(spec.breakers).length + Object.keys(spec.resources).length;
     const mode = named === 0 ? "shared" : "write";
-    await this.write((tx) => insertCreation(tx, created), mode);
+    await this.write((tx) => insertCreation(tx, created, true), mode);
     return { workstreamId: created.workstreamId, taskIds: created.taskIds };
   }
 

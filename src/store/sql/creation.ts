@@ -119,12 +119,17 @@ export function prepareCreation(
   };
 }
 
-/** Writes a prepared creation in the open transaction. */
-export async function insertCreation(tx: Tx, created: Creation): Promise<void> {
+/**
+ * Writes a prepared creation in the open transaction. `alone`: nothing else in the transaction
+ * reads its rows, so the store may send them with the COMMIT ({@link SqlStore.insertWithCommit}).
+ */
+export async function insertCreation(tx: Tx, created: Creation, alone = false): Promise<void> {
   await ensureBreakers(tx, created.spec.breakers, created.actor);
   await ensureResources(tx, created.spec.resources, created.actor);
-  await tx.applyMany(created.records);
-  await tx.store.insertDependencies(tx, created.deps);
+  if (!(alone && tx.store.insertWithCommit(tx, created.records, created.deps))) {
+    await tx.applyMany(created.records);
+    await tx.store.insertDependencies(tx, created.deps);
+  }
   tx.wake();
 }
 

@@ -185,10 +185,13 @@ export class Tx implements Queryable {
 
   /**
    * Chains this transaction's records to the log's head and writes them; called once, as the
-   * transaction ends. Returns them, numbered and hashed.
+   * transaction ends. Numbers and hashes them here, unless the store chains them on its server
+   * as the transaction commits ({@link SqlStore.chainOnServer}), which it may do only while this
+   * transaction has not read the head.
    */
-  async flush(): Promise<JournalTransition[]> {
-    if (this.records.length === 0) return this.records;
+  async flush(): Promise<void> {
+    if (this.records.length === 0) return;
+    if (this.head === null && this.store.chainOnServer(this.q, this.records)) return;
     const head = await this.chainHead();
     let prev = head;
     for (const r of this.records) {
@@ -197,7 +200,6 @@ export class Tx implements Queryable {
       prev = r;
     }
     await this.store.appendRecords(this.q, this.records, { seq: prev.seq, hash: prev.hash });
-    return this.records;
   }
 
   /** Logs what a person did, with the state before and after. */
