@@ -166,6 +166,10 @@ class RolledBack<T> {
   constructor(readonly value: T) {}
 }
 
+/** Queued tasks whose overall deadline passed (the monitor's sweep; index tasks_deadline). @internal */
+export const EXPIRED_SQL =
+  "SELECT id FROM tasks WHERE status = 'queued' AND deadline_ms IS NOT NULL AND created_at + deadline_ms <= ? LIMIT 1000";
+
 /**
  * What both SQL stores share: every {@link Store} operation, written once over {@link Queryable}
  * and the write path of {@link Tx}. A subclass supplies the connection (transactions, the log's
@@ -514,10 +518,7 @@ export abstract class SqlStore implements Store {
    * breaker, a backoff, or busy workers): the deadline bounds everything inside it.
    */
   async expireDeadlines(): Promise<string[]> {
-    const expired = await this.q.all<{ id: string }>(
-      "SELECT id FROM tasks WHERE status = 'queued' AND deadline_ms IS NOT NULL AND created_at + deadline_ms <= ? LIMIT 1000",
-      [this.clock.now()],
-    );
+    const expired = await this.q.all<{ id: string }>(EXPIRED_SQL, [this.clock.now()]);
     if (expired.length === 0) return [];
     return this.write(async (tx) => {
       const touched = new Set<string>();

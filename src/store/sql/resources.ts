@@ -209,15 +209,17 @@ async function changeLimit(
   if (maxHolders > row.maxHolders) tx.wake();
 }
 
+/** What queued tasks need of resources (index tasks_needing). @internal */
+export const WAITING_NEEDS_SQL =
+  "SELECT resources FROM tasks WHERE status = 'queued' AND resources IS NOT NULL";
+
 /** Every resource with its holders and the tasks waiting for it. */
 export async function listResources(store: SqlStore): Promise<ResourceView[]> {
   return store.read(async (q) => {
     const rows = (await q.all("SELECT * FROM resources ORDER BY id")).map(rowToResource);
     const use = await resourceUse(q);
     const waiting = new Map<string, number>();
-    for (const { resources } of await q.all<{ resources: string }>(
-      "SELECT resources FROM tasks WHERE status = 'queued' AND resources IS NOT NULL",
-    )) {
+    for (const { resources } of await q.all<{ resources: string }>(WAITING_NEEDS_SQL)) {
       const needed = new Set((JSON.parse(resources) as string[][]).flat());
       for (const r of needed) waiting.set(r, (waiting.get(r) ?? 0) + 1);
     }

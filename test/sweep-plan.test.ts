@@ -1,0 +1,77 @@
+/**
+ * The monitor's every-second reads of queued tasks touch only the few they are about: those with
+ * a deadline (expiry), those needing resources (the waiting counts). Without their partial
+ * indexes both read every queued task (100,000 queued: 11 and 10 ms a sweep on PostgreSQL).
+ */
+import { describe, expect, it, onTestFinished } from "vitest";
+import { FakeClock } from "../src/engine/clock.js";
+import { PgStore } from "../src/store/postgres/PgStore.js";
+import { WAITING_NEEDS_SQL } from "../src/store/sql/resources.js";
+import { EXPIRED_SQL, type SqlStore } from "../src/store/sql/SqlStore.js";
+import { freshSchema } from "./helpers/pg.js";
+import { spec } from "./helpers/specs.js";
+import { tempStore } from "./helpers/tmp.js";
+
+const QUEUED = 2_000;
+
+async function backlog(store: SqlStore): Promise<void> {
+  await store.submit(spec(Array.from({ length: QUEUED }, (_, i) => ({ id: `q${i}` }))));
+}
+
+describe("the monitor's sweep reads only the queued tasks it is about", () => {
+  it("SQLite: each query searches its partial index", async () => {
+    const { store } = tempStore(new FakeClock());
+    await backlog(store);
+    const plan = async (sql: string, params: unknown[] = []) =>
+      (await store.q.all<{ detail: string }>(`EXPLAIN QUERY PLAN ${sql}`, params)).map(
+        (r) => r.detail,
+      );
+    expect(await plan(EXPIRED_SQL, [0])).toEqual(["SCAN tasks USING INDEX tasks_deadline"]);
+    expect(await plan(WAITING_NEEDS_SQL)).toEqual(["SCAN tasks USING INDEX tasks_needing"]);
+  });
+
+  it("PostgreSQL: each query reads its partial index, and no queued task", async () => {
+    const { url, drop } = await freshSchema();
+    const store = await PgStore.open(url, { clock: new FakeClock() });
+    onTestFinished(async () => {
+      await store.close();
+      await drop();
+    });
+    await backlog(store);
+    const reads = async (sql: string, params: unknown[] = []) => {
+      const [row] = await store.q.all<{ "QUERY PLAN": { Plan: PlanNode }[] }>(
+        `EXPLAIN (ANALYZE, FORMAT JSON) ${sql}`,
+        params,
+      );
+      // Node types and the indexes they read, of every node on `tasks` (a bitmap scan's index
+      // is on its child).
+      const out: string[] = [];
+      const walk = (node: PlanNode): void => {
+        if (node["Relation Name"] === "tasks" || node["Index Name"]?.startsWith("tasks")) {
+          out.push(`${node["Node Type"]}${node["Index Name"] ? ` ${node["Index Name"]}` : ""}`);
+        }
+        for (const child of node.Plans ?? []) walk(child);
+      };
+      walk(row!["QUERY PLAN"][0]!.Plan);
+      return out;
+    };
+    for (const [sql, params, index] of [
+      [EXPIRED_SQL, [0], "tasks_deadline"],
+      [WAITING_NEEDS_SQL, [], "tasks_needing"],
+    ] as const) {
+      const nodes = await reads(sql, [...params]);
+      expect(
+        nodes.some((n) => n.endsWith(` ${index}`)),
+        nodes.join(", "),
+      ).toBe(true);
+      expect(nodes.filter((n) => n.startsWith("Seq Scan"))).toEqual([]);
+    }
+  });
+});
+
+interface PlanNode {
+  "Node Type": string;
+  "Relation Name"?: string;
+  "Index Name"?: string;
+  Plans?: PlanNode[];
+}
