@@ -3,8 +3,8 @@
  * worker processes, on the embedded SQLite store with durability on (synchronous=FULL) and on
  * the PostgreSQL store (a fresh schema of `MEND_BENCH_PG_URL`, default the local server's `test`
  * database, dropped afterwards). `--store sqlite|postgres` runs one of them; `--prefetch N` gives
- * the throughput runs' worker `--prefetch N`. Prints a table and
- * writes JSON to bench/results/. Not part of the tests.
+ * the throughput runs' workers `--prefetch N`. Prints a table and writes JSON to bench/results/.
+ * Not part of the tests.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";

@@ -3,12 +3,11 @@
  * only. A backlog queued for other workers' handlers once made every claim, an idle worker's
  * too, step over all of it (100,000 such tasks: 35 ms a claim on SQLite, holding the write lock).
  */
-import { describe, expect, it, onTestFinished } from "vitest";
+import { describe, expect, it } from "vitest";
 import { FakeClock } from "../src/engine/clock.js";
-import { PgStore } from "../src/store/postgres/PgStore.js";
 import type { SqlStore } from "../src/store/sql/SqlStore.js";
 import type { ExchangeRequest } from "../src/store/store.js";
-import { freshSchema } from "./helpers/pg.js";
+import { planNodes, tempPgStore } from "./helpers/pg.js";
 import { spec } from "./helpers/specs.js";
 import { tempStore } from "./helpers/tmp.js";
 
@@ -45,36 +44,15 @@ describe("a claim reads only the ready tasks of its worker's handlers", () => {
   });
 
   it("PostgreSQL: no row of the backlog is read, and the claimed rows are locked", async () => {
-    const { url, drop } = await freshSchema();
-    const store = await PgStore.open(url, { clock: new FakeClock() });
-    onTestFinished(async () => {
-      await store.close();
-      await drop();
-    });
+    const store = await tempPgStore(new FakeClock());
     await backlog(store);
     const q = claimFor(store, " FOR UPDATE SKIP LOCKED");
-    const [row] = await store.q.all<{ "QUERY PLAN": { Plan: PlanNode }[] }>(
-      `EXPLAIN (ANALYZE, FORMAT JSON) ${q.sql}`,
-      q.params,
-    );
-    const reads: { index: string; rows: number }[] = [];
-    const walk = (node: PlanNode): void => {
-      if (node["Relation Name"] === "tasks" && node["Index Name"] !== "tasks_pkey") {
-        reads.push({ index: String(node["Index Name"]), rows: node["Actual Rows"] });
-      }
-      for (const child of node.Plans ?? []) walk(child);
-    };
-    walk(row!["QUERY PLAN"][0]!.Plan);
+    const reads = (await planNodes(store, q.sql, q.params))
+      .filter((n) => n["Relation Name"] === "tasks" && n["Index Name"] !== "tasks_pkey")
+      .map((n) => ({ index: String(n["Index Name"]), rows: n["Actual Rows"] }));
     expect(reads).toEqual([
       { index: "tasks_claim", rows: 2 },
       { index: "tasks_claim", rows: 0 },
     ]);
   });
 });
-
-interface PlanNode {
-  "Relation Name"?: string;
-  "Index Name"?: string;
-  "Actual Rows": number;
-  Plans?: PlanNode[];
-}

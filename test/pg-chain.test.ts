@@ -3,22 +3,11 @@
  * (`append_chained`, migration v4) and a large one's in the worker before it appends them. Both
  * must give the very hashes of `transitionHash`, or the log would fail its own verification.
  */
-import { describe, expect, it, onTestFinished, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { FakeClock } from "../src/engine/clock.js";
-import { PgStore } from "../src/store/postgres/PgStore.js";
 import { claimAs, completed, exchange, expectConsistent } from "./helpers/recovery.js";
-import { freshSchema } from "./helpers/pg.js";
+import { tempPgStore } from "./helpers/pg.js";
 import { spec } from "./helpers/specs.js";
-
-async function pgStore(clock: FakeClock): Promise<PgStore> {
-  const { url, drop } = await freshSchema();
-  const store = await PgStore.open(url, { clock });
-  onTestFinished(async () => {
-    await store.close();
-    await drop();
-  });
-  return store;
-}
 
 /** Text that a hand-written hash could get wrong: escapes, newlines, non-ASCII, emoji. */
 const AWKWARD = `quote " backslash \\ tab \t newline \n é ß 中文 🚀 $fn$ E'\\n' '' end`;
@@ -26,7 +15,7 @@ const AWKWARD = `quote " backslash \\ tab \t newline \n é ß 中文 🚀 $fn$ E
 describe("the log's hash chain on PostgreSQL", () => {
   it("records chained by the server and by the worker form one chain that verifies", async () => {
     const clock = new FakeClock();
-    const store = await pgStore(clock);
+    const store = await tempPgStore(clock);
     const onServer = vi.spyOn(store, "chainOnServer");
 
     // Small: chained on the server. Large (a 20 KB input): chained here.
@@ -70,7 +59,7 @@ describe("the log's hash chain on PostgreSQL", () => {
 
   it("small transactions committing side by side each take the head in turn: one gapless chain", async () => {
     const clock = new FakeClock();
-    const store = await pgStore(clock);
+    const store = await tempPgStore(clock);
     await Promise.all(
       Array.from({ length: 20 }, (_, i) => store.submit(spec([{ id: "t" }], { name: `s${i}` }))),
     );

@@ -3,12 +3,11 @@
  * a deadline (expiry), those needing resources (the waiting counts). Without their partial
  * indexes both read every queued task (100,000 queued: 11 and 10 ms a sweep on PostgreSQL).
  */
-import { describe, expect, it, onTestFinished } from "vitest";
+import { describe, expect, it } from "vitest";
 import { FakeClock } from "../src/engine/clock.js";
-import { PgStore } from "../src/store/postgres/PgStore.js";
 import { WAITING_NEEDS_SQL } from "../src/store/sql/resources.js";
 import { EXPIRED_SQL, type SqlStore } from "../src/store/sql/SqlStore.js";
-import { freshSchema } from "./helpers/pg.js";
+import { planNodes, tempPgStore } from "./helpers/pg.js";
 import { spec } from "./helpers/specs.js";
 import { tempStore } from "./helpers/tmp.js";
 
@@ -31,30 +30,14 @@ describe("the monitor's sweep reads only the queued tasks it is about", () => {
   });
 
   it("PostgreSQL: each query reads its partial index, and no queued task", async () => {
-    const { url, drop } = await freshSchema();
-    const store = await PgStore.open(url, { clock: new FakeClock() });
-    onTestFinished(async () => {
-      await store.close();
-      await drop();
-    });
+    const store = await tempPgStore(new FakeClock());
     await backlog(store);
-    const reads = async (sql: string, params: unknown[] = []) => {
-      const [row] = await store.q.all<{ "QUERY PLAN": { Plan: PlanNode }[] }>(
-        `EXPLAIN (ANALYZE, FORMAT JSON) ${sql}`,
-        params,
-      );
-      // Node types and the indexes they read, of every node on `tasks` (a bitmap scan's index
-      // is on its child).
-      const out: string[] = [];
-      const walk = (node: PlanNode): void => {
-        if (node["Relation Name"] === "tasks" || node["Index Name"]?.startsWith("tasks")) {
-          out.push(`${node["Node Type"]}${node["Index Name"] ? ` ${node["Index Name"]}` : ""}`);
-        }
-        for (const child of node.Plans ?? []) walk(child);
-      };
-      walk(row!["QUERY PLAN"][0]!.Plan);
-      return out;
-    };
+    // Node types and the indexes they read, of every node on `tasks` (a bitmap scan's index is
+    // on its child).
+    const reads = async (sql: string, params: unknown[]) =>
+      (await planNodes(store, sql, params))
+        .filter((n) => n["Relation Name"] === "tasks" || n["Index Name"]?.startsWith("tasks"))
+        .map((n) => `${n["Node Type"]}${n["Index Name"] ? ` ${n["Index Name"]}` : ""}`);
     for (const [sql, params, index] of [
       [EXPIRED_SQL, [0], "tasks_deadline"],
       [WAITING_NEEDS_SQL, [], "tasks_needing"],
@@ -68,10 +51,3 @@ describe("the monitor's sweep reads only the queued tasks it is about", () => {
     }
   });
 });
-
-interface PlanNode {
-  "Node Type": string;
-  "Relation Name"?: string;
-  "Index Name"?: string;
-  Plans?: PlanNode[];
-}

@@ -4,6 +4,9 @@
  */
 import { randomBytes } from "node:crypto";
 import pg from "pg";
+import { onTestFinished } from "vitest";
+import type { Clock } from "../../src/engine/clock.js";
+import { PgStore } from "../../src/store/postgres/PgStore.js";
 
 /** The test database; `MEND_TEST_PG_URL` points the tests at another server. */
 export const PG_TEST_URL =
@@ -54,4 +57,43 @@ export async function freshSchema(): Promise<{
         await c.query(`DROP SCHEMA IF EXISTS ${c.escapeIdentifier(schema)} CASCADE`);
       }),
   };
+}
+
+/** A PostgreSQL store in a fresh schema, closed and its schema dropped when the test finishes. */
+export async function tempPgStore(clock: Clock): Promise<PgStore> {
+  const { url, drop } = await freshSchema();
+  const store = await PgStore.open(url, { clock });
+  onTestFinished(async () => {
+    await store.close();
+    await drop();
+  });
+  return store;
+}
+
+/** A node of an executed plan, as `EXPLAIN (ANALYZE, FORMAT JSON)` gives it. */
+export interface PlanNode {
+  "Node Type": string;
+  "Relation Name"?: string;
+  "Index Name"?: string;
+  "Actual Rows": number;
+  Plans?: PlanNode[];
+}
+
+/** Every node of `sql`'s plan, run with `params` (EXPLAIN ANALYZE), parents before children. */
+export async function planNodes(
+  store: PgStore,
+  sql: string,
+  params: readonly unknown[] = [],
+): Promise<PlanNode[]> {
+  const [row] = await store.q.all<{ "QUERY PLAN": { Plan: PlanNode }[] }>(
+    `EXPLAIN (ANALYZE, FORMAT JSON) ${sql}`,
+    params,
+  );
+  const nodes: PlanNode[] = [];
+  const walk = (node: PlanNode): void => {
+    nodes.push(node);
+    for (const child of node.Plans ?? []) walk(child);
+  };
+  walk(row!["QUERY PLAN"][0]!.Plan);
+  return nodes;
 }

@@ -70,6 +70,10 @@ async function alive(client: pg.Client): Promise<boolean> {
 
 /** Largest record batch, as JSON, sent as a literal with the COMMIT (see appendRecords). */
 const INLINE_RECORDS_BYTES = 8_192;
+
+/** About a record's JSON beyond its data and detail: its keys, ids, states, event and actor. */
+const RECORD_FRAME_BYTES = 300;
+
 /** `(v1, v2, …)` with each value as an SQL literal; null when one has no literal form here. */
 function literalRow(values: readonly unknown[]): string | null {
   const out: string[] = [];
@@ -82,8 +86,30 @@ function literalRow(values: readonly unknown[]): string | null {
   return `(${out.join(", ")})`;
 }
 
-/** About a record's JSON beyond its data and detail: its keys, ids, states, event and actor. */
-const RECORD_FRAME_BYTES = 300;
+/**
+ * Records as one JSON array of `transitions` rows, each with its place in the transaction (`i`):
+ * APPEND_SQL takes their seq and hash, `append_chained` numbers and hashes them by `i`.
+ */
+function recordRows(records: readonly JournalTransition[]): string {
+  return JSON.stringify(
+    records.map((r, i) => ({
+      i,
+      seq: r.seq,
+      at: r.at,
+      entity: r.entity,
+      entity_id: r.entityId,
+      workstream_id: r.workstreamId,
+      from_state: r.from,
+      to_state: r.to,
+      event: r.event,
+      severity: r.severity,
+      actor: r.actor,
+      data: r.dataJson,
+      detail: r.detailJson,
+      hash: r.hash,
+    })),
+  );
+}
 
 /**
  * A transaction's records in one statement whatever their number (one JSON array of rows, see
@@ -276,23 +302,7 @@ export class PgStore extends SqlStore {
    * @internal
    */
   async appendRecords(q: Queryable, records: JournalTransition[], head: ChainHead): Promise<void> {
-    const rows = JSON.stringify(
-      records.map((r) => ({
-        seq: r.seq,
-        at: r.at,
-        entity: r.entity,
-        entity_id: r.entityId,
-        workstream_id: r.workstreamId,
-        from_state: r.from,
-        to_state: r.to,
-        event: r.event,
-        severity: r.severity,
-        actor: r.actor,
-        data: r.dataJson,
-        detail: r.detailJson,
-        hash: r.hash,
-      })),
-    );
+    const rows = recordRows(records);
     if (rows.length > INLINE_RECORDS_BYTES) {
       await q.run(APPEND_SQL, [rows, head.seq, head.hash]);
       return;
@@ -317,22 +327,7 @@ export class PgStore extends SqlStore {
     for (const r of records)
       size += RECORD_FRAME_BYTES + r.dataJson.length + (r.detailJson?.length ?? 0);
     if (size > INLINE_RECORDS_BYTES) return false;
-    const rows = JSON.stringify(
-      records.map((r, i) => ({
-        i,
-        at: r.at,
-        entity: r.entity,
-        entity_id: r.entityId,
-        workstream_id: r.workstreamId,
-        from_state: r.from,
-        to_state: r.to,
-        event: r.event,
-        severity: r.severity,
-        actor: r.actor,
-        data: r.dataJson,
-        detail: r.detailJson,
-      })),
-    );
+    const rows = recordRows(records);
     if (rows.length > INLINE_RECORDS_BYTES) return false;
     this.deferToCommit(q, `SELECT append_chained(${pg.escapeLiteral(rows)})`);
     return true;
@@ -356,7 +351,7 @@ export class PgStore extends SqlStore {
     }
     if (deps.length > 0) {
       statements.push(
-        `INSERT INTO task_deps (task_id, dep_id) VALUES ${deps.map((d) => literalRow(d)).join(", ")}`,
+        `INSERT INTO task_deps (task_id, dep_id) VALUES ${deps.map(literalRow).join(", ")}`,
       );
     }
     if (statements.reduce((n, sql) => n + sql.length, 0) > INLINE_RECORDS_BYTES) return false;
