@@ -20,12 +20,15 @@ const SILENT_SINCE_SQL = "CASE WHEN progress_at > updated_at THEN progress_at EL
 
 /**
  * Running tasks silent past their threshold and not reported yet, and reported ones that made
- * progress since. Parameters: the default threshold, now.
+ * progress since. Parameters: the default threshold, now. Read every sweep, so it walks the
+ * running tasks' partial index (`tasks_leases`) in its order: ordered by id, SQLite without
+ * statistics walked the primary key over every task instead (100,000 queued: 50 ms a sweep, and
+ * 16 MiB of page cache in the leading worker).
  */
-const CANDIDATES_SQL = `SELECT id FROM tasks WHERE status = 'running' AND (
+export const STALL_CANDIDATES_SQL = `SELECT id FROM tasks WHERE status = 'running' AND (
     (stalled_at IS NULL AND ${SILENT_SINCE_SQL} + COALESCE(stall_after_ms, ?) <= ?)
     OR progress_at > stalled_at)
-  ORDER BY id LIMIT 1000`;
+  ORDER BY lease_expires_at, id LIMIT 1000`;
 
 /** Records the stalls, and the ends of stalls, that are due; see the module's comment. */
 export async function detectStalls(
@@ -33,7 +36,7 @@ export async function detectStalls(
   defaultStallAfterMs: number,
 ): Promise<StallReport[]> {
   // Read first: the common case changes nothing and needs no write transaction.
-  const due = await store.q.all<{ id: string }>(CANDIDATES_SQL, [
+  const due = await store.q.all<{ id: string }>(STALL_CANDIDATES_SQL, [
     defaultStallAfterMs,
     store.clock.now(),
   ]);
