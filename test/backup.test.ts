@@ -155,6 +155,22 @@ describe("backup", () => {
     expect((await store.listBackups()).map((b) => b.id)).toEqual([second.id, first.id]);
   });
 
+  it("copies through a small page cache and gives the connection its own back after", async () => {
+    const { store } = tempStore(new FakeClock());
+    await store.submit(spec([{ id: "a" }]));
+    const cacheSize = () => store.db.pragma("cache_size", { simple: true });
+    const before = cacheSize();
+    let during: unknown;
+    const backup = store.db.backup.bind(store.db);
+    store.db.backup = (...args) => {
+      during = cacheSize();
+      return backup(...args);
+    };
+    await store.backup({ reason: "test" });
+    expect(during).toBe(-1024);
+    expect(cacheSize()).toBe(before);
+  });
+
   it("is a consistent copy while another connection keeps writing", async () => {
     const clock = new FakeClock();
     const { dir, path, store } = tempStore(clock);

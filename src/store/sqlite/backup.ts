@@ -48,6 +48,9 @@ import { SqliteStore } from "./SqliteStore.js";
  */
 const ALL_PAGES = 0x7fffffff;
 
+/** The page cache while copying, in KiB (negative: a size rather than a page count). */
+const COPY_CACHE_SIZE = -1024;
+
 /** SQLite result codes that mean the file is not a sound database. */
 const DAMAGE_CODES = /^SQLITE_(CORRUPT|NOTADB|IOERR_SHORT_READ)/;
 
@@ -119,7 +122,7 @@ export async function takeBackup(
   let info: BackupInfo;
   try {
     // With the connection to itself: the copy must not see a transaction of this process half done.
-    await store.serial(() => store.db.backup(files.tmpDb, { progress: () => ALL_PAGES }));
+    await store.serial(() => copyDatabase(store.db, files.tmpDb));
     const last = sealCopy(files.tmpDb);
     renameSync(files.tmpDb, files.db);
     fsyncPath(dir);
@@ -150,6 +153,22 @@ export async function takeBackup(
   const policy = { ...DEFAULT_RETENTION, ...options.retention };
   pruneBackups(store.path, policy, store.clock.now(), keep);
   return info;
+}
+
+/**
+ * Copies a live database page by page through a small page cache. The copy reads every page
+ * once; through the connection's usual cache (16 MiB) those pages would stay in the process's
+ * memory after it, since the allocator keeps what SQLite frees (an idle worker beside 100,000
+ * queued tasks: 13 MiB more after its monitor's first backup).
+ */
+async function copyDatabase(db: Database.Database, target: string): Promise<void> {
+  const cacheSize = db.pragma("cache_size", { simple: true }) as number;
+  db.pragma(`cache_size = ${COPY_CACHE_SIZE}`);
+  try {
+    await db.backup(target, { progress: () => ALL_PAGES });
+  } finally {
+    db.pragma(`cache_size = ${cacheSize}`);
+  }
 }
 
 /**
