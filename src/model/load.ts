@@ -5,7 +5,6 @@
 import { readFile, stat } from "node:fs/promises";
 import { extname, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { parse as parseYaml, YAMLParseError } from "yaml";
 import { MendError } from "../errors.js";
 import { capabilityProblem } from "./capabilities.js";
 import type { HandlerMap } from "./handler.js";
@@ -44,7 +43,10 @@ export async function loadDefinitionFile(path: string): Promise<unknown> {
   }
 }
 
-function parseJson(text: string, path: string): unknown {
+/** The YAML parser, loaded on first use: a worker given only JSON (or no file) never needs it. */
+const yaml = () => import("yaml");
+
+async function parseJson(text: string, path: string): Promise<unknown> {
   try {
     return JSON.parse(text);
   } catch (err) {
@@ -54,12 +56,13 @@ function parseJson(text: string, path: string): unknown {
     const reason = message
       .replace(/ in JSON at position \d+.*$/s, "")
       .replace(/, [\s\S]* is not valid JSON$/, "");
-    const offset = position === undefined ? jsonErrorOffset(text) : Number(position);
+    const offset = position === undefined ? await jsonErrorOffset(text) : Number(position);
     throw parseError(path, reason, text, offset, err);
   }
 }
 
-function parseYamlText(text: string, path: string): unknown {
+async function parseYamlText(text: string, path: string): Promise<unknown> {
+  const { parse: parseYaml, YAMLParseError } = await yaml();
   try {
     return parseYaml(text, { prettyErrors: false });
   } catch (err) {
@@ -94,7 +97,8 @@ function lineColumn(text: string, offset: number): { line: number; column: numbe
  * Where JSON that V8 rejected without a position goes wrong. JSON is (nearly) YAML, and the YAML
  * parser reports positions; failing that, the end of the text is where parsing gave up.
  */
-function jsonErrorOffset(text: string): number {
+async function jsonErrorOffset(text: string): Promise<number> {
+  const { parse: parseYaml, YAMLParseError } = await yaml();
   try {
     parseYaml(text, { prettyErrors: false });
   } catch (err) {

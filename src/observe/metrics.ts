@@ -5,7 +5,6 @@
  *
  * @module
  */
-import { Gauge, Histogram, Registry } from "prom-client";
 import { MendError } from "../errors.js";
 import type { InterventionRecord, TransitionRecord } from "../model/records.js";
 import { emptyHealthInputs, failuresPerMinute, type HealthInputs, healthScore } from "./health.js";
@@ -533,6 +532,8 @@ export function computeMetrics(input: MetricsInput): RecoveryMetrics {
  * left out rather than exported as NaN.
  */
 export async function prometheusText(m: RecoveryMetrics): Promise<string> {
+  // Loaded here, not with the module: every worker reads the event names above, few export.
+  const { Gauge, Histogram, Registry } = await import("prom-client");
   // A fresh registry per call: every value is recomputed from the log, so nothing may linger from
   // an earlier call, and the process-wide default registry stays untouched.
   const registry = new Registry();
