@@ -94,6 +94,8 @@ export class SqliteStore extends SqlStore {
   private readonly journal: JournalWriter | null;
   /** Whether opening finished a restore's journal cut by starting the journal afresh. @internal */
   readonly journalRestartedOnOpen: boolean = false;
+  /** How long a statement waits for another connection's write lock before failing. @internal */
+  readonly busyTimeoutMs: number;
 
   /** Statements run on the connection directly: inside a transaction that holds it. */
   private readonly direct: Queryable = {
@@ -122,7 +124,8 @@ export class SqliteStore extends SqlStore {
     super(options.clock);
     this.url = `sqlite:${path}`;
     mkdirSync(dirname(path), { recursive: true });
-    this.db = new Database(path, { timeout: options.busyTimeoutMs ?? 10_000 });
+    this.busyTimeoutMs = options.busyTimeoutMs ?? 10_000;
+    this.db = new Database(path, { timeout: this.busyTimeoutMs });
     this.db.pragma("journal_mode = WAL");
     this.db.pragma(`synchronous = ${options.synchronous ?? "FULL"}`);
     this.db.pragma("foreign_keys = ON");

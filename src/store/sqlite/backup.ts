@@ -37,19 +37,11 @@ import {
 import { GENESIS_HASH } from "../chain.js";
 import type { Actor } from "../store.js";
 import { SELECT_JOURNAL_POSITION } from "./journal-position.js";
+import { type BackupCopyReply, type BackupCopyRequest, lastTransition } from "./backup-copy.js";
 import { SQLITE_MIGRATIONS } from "./migrations.js";
 import { type RebuildResult, rebuildFromJournal } from "./rebuild.js";
 import { SqliteStore } from "./SqliteStore.js";
-
-/**
- * Pages per step of the online backup after its first: all of them. Another process's commit
- * between two steps restarts the copy, so a copy in small steps might never finish while workers
- * are busy; one step reads one consistent snapshot, without blocking writers (WAL).
- */
-const ALL_PAGES = 0x7fffffff;
-
-/** The page cache while copying, in KiB (negative: a size rather than a page count). */
-const COPY_CACHE_SIZE = -1024;
+import { startThread, unwrap } from "./threads.js";
 
 /** SQLite result codes that mean the file is not a sound database. */
 const DAMAGE_CODES = /^SQLITE_(CORRUPT|NOTADB|IOERR_SHORT_READ)/;
@@ -121,9 +113,14 @@ export async function takeBackup(
   mkdirSync(dir, { recursive: true });
   let info: BackupInfo;
   try {
-    // With the connection to itself: the copy must not see a transaction of this process half done.
-    await store.serial(() => copyDatabase(store.db, files.tmpDb));
-    const last = sealCopy(files.tmpDb);
+    const last = unwrap(
+      await startThread<BackupCopyReply>("backup-copy", {
+        mendBackupCopy: true,
+        source: store.path,
+        target: files.tmpDb,
+        busyTimeoutMs: store.busyTimeoutMs,
+      } satisfies BackupCopyRequest).done,
+    );
     renameSync(files.tmpDb, files.db);
     fsyncPath(dir);
     info = {
@@ -153,44 +150,6 @@ export async function takeBackup(
   const policy = { ...DEFAULT_RETENTION, ...options.retention };
   pruneBackups(store.path, policy, store.clock.now(), keep);
   return info;
-}
-
-/**
- * Copies a live database page by page through a small page cache. The copy reads every page
- * once; through the connection's usual cache (16 MiB) those pages would stay in the process's
- * memory after it, since the allocator keeps what SQLite frees (an idle worker beside 100,000
- * queued tasks: 13 MiB more after its monitor's first backup).
- */
-async function copyDatabase(db: Database.Database, target: string): Promise<void> {
-  const cacheSize = db.pragma("cache_size", { simple: true }) as number;
-  db.pragma(`cache_size = ${COPY_CACHE_SIZE}`);
-  try {
-    await db.backup(target, { progress: () => ALL_PAGES });
-  } finally {
-    db.pragma(`cache_size = ${cacheSize}`);
-  }
-}
-
-/**
- * Makes a finished copy a single self-contained file (rollback journal rather than WAL, so
- * reading it later leaves no `-wal`/`-shm` files beside it), durable on disk, and reads the last
- * transition it holds: what the manifest records is exactly what the file contains.
- */
-function sealCopy(path: string): { seq: number; hash: string } {
-  const db = new Database(path, { fileMustExist: true });
-  try {
-    db.pragma("journal_mode = DELETE");
-    return lastTransition(db);
-  } finally {
-    db.close();
-    fsyncPath(path);
-  }
-}
-
-function lastTransition(db: Database.Database): { seq: number; hash: string } {
-  const row = db.prepare("SELECT seq, hash FROM transitions ORDER BY seq DESC LIMIT 1").get() as
-    { seq: number; hash: string } | undefined;
-  return row ?? { seq: 0, hash: GENESIS_HASH };
 }
 
 /**

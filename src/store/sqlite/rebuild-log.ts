@@ -4,10 +4,11 @@
  * replays the state from the same journal (see rebuild.ts).
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { isMendError, MendError } from "../../errors.js";
+import { MendError } from "../../errors.js";
 import { type JournalLimit, type JournalScan, scanJournal } from "../../state/journal.js";
 import { ChainVerifier } from "../chain.js";
 import { batchInsert, openUnsynced } from "./bulk.js";
+import { threadFailure, type ThreadFailure } from "./threads.js";
 import {
   INSERT_INTERVENTION,
   interventionRow,
@@ -29,7 +30,7 @@ export interface LogCopyRequest {
 /** What the worker answers: the copy's figures, or the error that stopped it. */
 export type LogCopyReply =
   | (JournalScan & { transitions: number; interventions: number; lastHash: string | null })
-  | { error: { code: MendError["code"]; message: string; context: Record<string, unknown> } };
+  | ThreadFailure;
 
 /** Copies the log of the journal into `target`, whose schema already exists. */
 function copyLog(request: LogCopyRequest): LogCopyReply {
@@ -79,8 +80,7 @@ function copyLog(request: LogCopyRequest): LogCopyReply {
     db.exec("COMMIT");
     return { ...scan, transitions, interventions, lastHash };
   } catch (err) {
-    const e = isMendError(err) ? err : new MendError("internal", String(err));
-    return { error: { code: e.code, message: e.message, context: e.context } };
+    return threadFailure(err);
   } finally {
     db.close();
   }

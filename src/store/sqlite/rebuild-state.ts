@@ -6,13 +6,13 @@
  */
 import { parentPort, workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
-import { isMendError, MendError } from "../../errors.js";
 import { dependencyRows } from "../../model/ids.js";
 import type { TaskRecord } from "../../model/records.js";
 import { ENTITY_KINDS } from "../../model/states.js";
 import { type JournalLimit, scanJournal } from "../../state/journal.js";
 import { REPLAY_DEFAULTS, restoredLiveness } from "../replay.js";
 import { batchInsert, openUnsynced } from "./bulk.js";
+import { threadFailure, type ThreadFailure } from "./threads.js";
 import { type ColumnKind, ENTITY_TABLES, encodeField } from "../sql/codec.js";
 
 /** What the main thread asks for. */
@@ -30,9 +30,7 @@ export interface StateReplayRequest {
 
 /** Progress while replaying, then the end (or the error that stopped it). */
 export type StateReplayMessage =
-  | { progress: number }
-  | { done: true; transitions: number }
-  | { error: { code: MendError["code"]; message: string; context: Record<string, unknown> } };
+  { progress: number } | { done: true; transitions: number } | ThreadFailure;
 
 /** Replays the journal into records and writes them to `request.stateFile`. */
 function replayToFile(request: StateReplayRequest, report: (m: StateReplayMessage) => void): void {
@@ -55,8 +53,7 @@ function replayToFile(request: StateReplayRequest, report: (m: StateReplayMessag
     }
     report({ done: true, transitions });
   } catch (err) {
-    const e = isMendError(err) ? err : new MendError("internal", String(err));
-    report({ error: { code: e.code, message: e.message, context: e.context } });
+    report(threadFailure(err));
   }
 }
 
