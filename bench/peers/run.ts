@@ -97,15 +97,27 @@ async function waitCompleted(sys: System, n: number, timeoutMs = 600_000): Promi
 
 /** Resolves with the first event of `kind` for job `id` a worker prints from now on. */
 function nextEvent(w: WorkerHandle, kind: "start" | "done", id: string): Promise<number> {
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(
+        new Error(
+          `no ${kind} event for job ${id} from worker ${w.child.pid} in ${EVENT_TIMEOUT_MS / 1000} s: did another process take it (a worker left over from an interrupted run)?`,
+        ),
+      );
+    }, EVENT_TIMEOUT_MS);
     const off = w.on((e) => {
       if (e.ev === kind && e.id === id) {
+        clearTimeout(timer);
         off();
         resolve(e.t);
       }
     });
   });
 }
+
+/** How long a job's start or end may take to show before the run gives up on it. */
+const EVENT_TIMEOUT_MS = 60_000;
 
 /** Enqueue a full queue, process it with one worker; then end to end with the worker waiting. */
 async function throughput(sys: System, concurrency: number): Promise<Throughput> {

@@ -44,6 +44,23 @@ export function emit(e: WorkerEvent): void {
   process.stdout.write(`${JSON.stringify(e)}\n`);
 }
 
+/**
+ * Worker processes not yet exited. A worker outlives an interrupted run unless killed, and the
+ * peers' queues have fixed names: a stray worker would take the next run's jobs, and that run
+ * would wait for them forever. So every one still running is SIGKILLed when this process exits,
+ * and on SIGINT/SIGTERM.
+ */
+const running = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
+for (const [signal, code] of [
+  ["SIGINT", 130],
+  ["SIGTERM", 143],
+] as const) {
+  process.once(signal, () => process.exit(code));
+}
+
 /** Wall-clock milliseconds with sub-millisecond precision, comparable across processes. */
 export const wallNow = (): number => performance.timeOrigin + performance.now();
 
@@ -61,6 +78,7 @@ export function spawnWorker(
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  running.add(child);
   // Workers' own logs would bury the figures; kept to explain a worker that fails to start.
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => {
@@ -68,7 +86,12 @@ export function spawnWorker(
   });
   const events: WorkerEvent[] = [];
   const listeners = new Set<(e: WorkerEvent) => void>();
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const exited = new Promise<void>((resolve) =>
+    child.once("exit", () => {
+      running.delete(child);
+      resolve();
+    }),
+  );
   createInterface({ input: child.stdout! }).on("line", (line) => {
     if (!line.startsWith("{")) return;
     let e: WorkerEvent;
