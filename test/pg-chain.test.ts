@@ -5,7 +5,7 @@
  */
 import { describe, expect, it, vi } from "vitest";
 import { FakeClock } from "../src/engine/clock.js";
-import { claimAs, completed, exchange, expectConsistent } from "./helpers/recovery.js";
+import { claimAs, completed, expectConsistent, report } from "./helpers/recovery.js";
 import { tempPgStore } from "./helpers/pg.js";
 import { spec } from "./helpers/specs.js";
 
@@ -29,20 +29,16 @@ describe("the log's hash chain on PostgreSQL", () => {
 
     // Claims and completions, a few at a time (server) and many at once (worker).
     const one = await claimAs(store, "w1", ["work"], 1);
-    await exchange(
+    await report(
       store,
       "w1",
-      [],
-      0,
       one.map((t) => ({ ...completed(t), output: { said: AWKWARD } })),
     );
     const many = await claimAs(store, "w2", ["work"], 30);
     expect(many).toHaveLength(30);
-    await exchange(
+    await report(
       store,
       "w2",
-      [],
-      0,
       many.map((t) => completed(t)),
     );
     expect(onServer.mock.results.some((r) => r.value === true)).toBe(true);

@@ -76,17 +76,12 @@ export async function rebuildFromJournal(
     } satisfies StateReplayRequest,
     {
       youngGenerationMb: YOUNG_GENERATION_MB,
-      onProgress: (m) => {
-        if ("progress" in m) options.onProgress?.(m.progress);
-      },
+      onProgress: (m) => options.onProgress?.(m.progress),
     },
   );
   let log: Exclude<LogCopyReply, { error: unknown }>;
   try {
-    [log] = await Promise.all([
-      copying.done.then(unwrap),
-      replaying.done.then((m) => unwrap(m as Exclude<StateReplayMessage, { progress: number }>)),
-    ]);
+    [log] = await Promise.all([copying.done.then(unwrap), replaying.done.then(unwrap)]);
   } catch (err) {
     await Promise.all([copying.cancel(), replaying.cancel()]);
     rmSync(stateFile, { force: true });

@@ -27,10 +27,13 @@ export function unwrap<T extends object>(reply: T | ThreadFailure): T {
   return reply;
 }
 
+/** A thread's message that reports progress; any other message is its last. */
+type Progress<M> = Extract<M, { progress: unknown }>;
+
 /** Options of {@link startThread}. */
 export interface ThreadOptions<M> {
-  /** Called with each message that carries `progress`; any other message is the thread's last. */
-  onProgress?: (m: M) => void;
+  /** Called with each message that carries `progress`. */
+  onProgress?: (m: Progress<M>) => void;
   /** Size of the thread's young generation in MiB (V8's default when not given). */
   youngGenerationMb?: number;
 }
@@ -53,10 +56,13 @@ export function startThread<M>(name: string, request: object, options: ThreadOpt
         { eval: true, workerData: request, resourceLimits },
       )
     : new Worker(new URL(script), { workerData: request, resourceLimits });
-  const done = new Promise<M>((resolve, reject) => {
+  const done = new Promise<Exclude<M, Progress<M>>>((resolve, reject) => {
     worker.on("message", (m: M) => {
-      if (typeof m === "object" && m !== null && "progress" in m) options.onProgress?.(m);
-      else resolve(m);
+      if (typeof m === "object" && m !== null && "progress" in m) {
+        options.onProgress?.(m as Progress<M>);
+      } else {
+        resolve(m as Exclude<M, Progress<M>>);
+      }
     });
     worker.once("error", reject);
     worker.once("exit", (code) => reject(new MendError("internal", `${name} exited with ${code}`)));
